@@ -1,0 +1,55 @@
+"""POST /classify: one or several images, answered by any classifier in the store."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, File, Query, UploadFile
+
+from app.api.deps import SettingsDep, StoreDep
+from app.api.schemas import ERROR_RESPONSES, ClassProbability, Prediction, PredictionList
+from app.api.uploads import prepare_uploads, read_uploads
+from app.errors import BadInput, NotFound
+
+router = APIRouter(prefix="/classify", tags=["classify"], responses=ERROR_RESPONSES)
+
+
+def default_k(num_classes: int) -> int:
+    return num_classes if num_classes <= 10 else 5
+
+
+def rank_classes(probabilities: np.ndarray, labels: list[str], k: int) -> list[ClassProbability]:
+    order = np.argsort(-probabilities)[:k]
+    return [ClassProbability(label=labels[i], probability=float(probabilities[i])) for i in order]
+
+
+@router.post("", response_model=Prediction | PredictionList)
+async def classify_images(
+    store: StoreDep,
+    settings: SettingsDep,
+    file: Annotated[list[UploadFile], File(description="One or more images (PNG, JPEG, BMP, GIF, WebP).")],
+    model: Annotated[str, Query(max_length=64, description="A classifier in /models.")] = "digits",
+    version: Annotated[int | None, Query(ge=1, description="A specific version; default the served one.")] = None,
+    k: Annotated[int | None, Query(ge=1, description="How many top classes to return.")] = None,
+) -> Prediction | PredictionList:
+    """Classify images; one file gets one prediction, several get a list in the same order."""
+    loaded = store.get(model, version)
+    manifest = loaded.manifest
+    if manifest.task != "classify":
+        raise NotFound(f"model '{model}' is not a classifier (classifiers: {store.names('classify')})")
+    if k is not None and k > settings.MAX_K:
+        raise BadInput(f"k={k} is over the limit of {settings.MAX_K}")
+    top_k = min(k or default_k(len(manifest.labels)), len(manifest.labels))
+    contents = await read_uploads(file, settings)
+    batch = await prepare_uploads(contents, manifest.preprocessing, settings)
+    probabilities = np.asarray(await loaded.infer(batch))
+    predictions = []
+    for upload, row in zip(file, probabilities, strict=True):
+        top = rank_classes(row, manifest.labels, top_k)
+        predictions.append(
+            Prediction(model=model, version=loaded.version, label=top[0].label, top=top, filename=upload.filename)
+        )
+    if len(predictions) == 1:
+        return predictions[0]
+    return PredictionList(model=model, version=loaded.version, predictions=predictions, count=len(predictions))

@@ -1,0 +1,33 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+router = APIRouter(tags=["health"])
+
+
+class HealthPublic(BaseModel):
+    status: str
+
+
+class ReadyPublic(BaseModel):
+    ready: bool
+    models: list[str]
+
+
+@router.get("/health", response_model=HealthPublic)
+def read_health() -> HealthPublic:
+    """The process is alive."""
+    return HealthPublic(status="ok")
+
+
+@router.get("/ready", response_model=ReadyPublic, responses={503: {"model": ReadyPublic}})
+def read_ready(request: Request) -> JSONResponse:
+    """Models are loaded and requests can be served (503 until then)."""
+    ready = bool(getattr(request.app.state, "ready", False))
+    store = getattr(request.app.state, "store", None)
+    body = ReadyPublic(ready=ready, models=store.names() if store and ready else [])
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

@@ -1,0 +1,79 @@
+"""What the store holds and serves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from app.api.deps import StoreDep
+from app.store.store import ModelStore
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+
+class VersionPublic(BaseModel):
+    version: int
+    status: str  # loaded | refused
+    error: str | None = None
+    run_id: str | None = None
+    created_at: str | None = None
+    test_metrics: dict[str, Any] = {}
+    load_seconds: float | None = None
+
+
+class ModelPublic(BaseModel):
+    name: str
+    task: str | None
+    description: str = ""
+    served_version: int | None
+    device: str
+    input_spec: dict[str, Any] | None
+    labels: list[str]
+    preprocessing: dict[str, Any]
+    test_metrics: dict[str, Any]
+    run_id: str | None
+    versions: list[VersionPublic]
+
+
+class ModelsPublic(BaseModel):
+    data: list[ModelPublic]
+    count: int
+
+
+def describe_model(store: ModelStore, name: str) -> ModelPublic:
+    loaded = store.loaded.get(name, {})
+    failures = store.failures.get(name, {})
+    versions = [
+        VersionPublic(
+            version=v, status="loaded", run_id=m.manifest.run_id, created_at=m.manifest.created_at,
+            test_metrics=m.manifest.test_metrics, load_seconds=round(m.load_seconds, 3),
+        )
+        for v, m in sorted(loaded.items())
+    ] + [VersionPublic(version=v, status="refused", error=e) for v, e in sorted(failures.items())]
+    served = store.served_version(name)
+    manifest = loaded[served].manifest if served is not None else None
+    return ModelPublic(
+        name=name,
+        task=manifest.task if manifest else None,
+        description=manifest.description if manifest else "",
+        served_version=served,
+        device=store.device,
+        input_spec=manifest.input_spec.model_dump() if manifest else None,
+        labels=manifest.labels if manifest else [],
+        preprocessing=manifest.preprocessing if manifest else {},
+        test_metrics=manifest.test_metrics if manifest else {},
+        run_id=manifest.run_id if manifest else None,
+        versions=sorted(versions, key=lambda v: v.version),
+    )
+
+
+@router.get("", response_model=ModelsPublic)
+def read_models(store: StoreDep) -> ModelsPublic:
+    """Every model: its versions (loaded or refused), the served one, input spec, labels, metrics."""
+    names = sorted(set(store.loaded) | set(store.failures))
+    data = [describe_model(store, name) for name in names]
+    return ModelsPublic(data=data, count=len(data))
+
+

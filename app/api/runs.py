@@ -1,0 +1,108 @@
+"""The training-run registry, read-only: runs, their epochs, metrics and plots."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict
+
+from app.api.deps import SessionDep, SettingsDep
+from app.api.schemas import ERROR_RESPONSES
+from app.errors import NotFound
+from app.runs import registry
+from app.runs.models import Run
+from app.store.manifest import PLOTS_DIR
+
+router = APIRouter(prefix="/runs", tags=["runs"], responses={404: ERROR_RESPONSES[404]})
+
+
+class RunPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    model: str
+    version: int | None
+    status: str
+    error: str | None
+    seed: int | None
+    params: dict[str, Any] | None
+    dataset: str | None
+    dataset_fingerprint: str | None
+    history: list[dict[str, Any]] | None
+    test_metrics: dict[str, Any] | None
+    started_at: datetime
+    ended_at: datetime | None
+    duration_s: float | None
+    device: str | None
+    library_versions: dict[str, str] | None
+    artifact_path: str | None
+    artifact_sha256: str | None
+    plots: list[str] | None
+    plot_urls: list[str] = []
+
+
+class RunsPublic(BaseModel):
+    data: list[RunPublic]
+    count: int
+
+
+def to_public(run: Run) -> RunPublic:
+    public = RunPublic.model_validate(run)
+    public.plot_urls = [f"/runs/{run.id}/plots/{name}" for name in run.plots or []]
+    return public
+
+
+def find_run(session, run_id: str) -> Run:
+    run = registry.get_run(session, run_id)
+    if run is None:
+        raise NotFound(f"run '{run_id}' not found")
+    return run
+
+
+RunId = Annotated[str, PathParam(max_length=64, pattern=r"^[0-9a-f]+$")]
+
+
+@router.get("", response_model=RunsPublic, responses={422: ERROR_RESPONSES[422]})
+def read_runs(
+    session: SessionDep,
+    model: Annotated[str | None, Query(max_length=64)] = None,
+    status: Annotated[str | None, Query(pattern="^(running|succeeded|failed)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> RunsPublic:
+    """Training runs, newest first; filter by model or status, page with limit/offset."""
+    runs, total = registry.list_runs(session, model, status, limit, offset)
+    return RunsPublic(data=[to_public(run) for run in runs], count=total)
+
+
+@router.get("/{run_id}", response_model=RunPublic, responses={422: ERROR_RESPONSES[422]})
+def read_run(run_id: RunId, session: SessionDep) -> RunPublic:
+    """One run with its per-epoch history, test metrics and plot links."""
+    return to_public(find_run(session, run_id))
+
+
+@router.get(
+    "/{run_id}/plots/{name}",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}}, 422: ERROR_RESPONSES[422]},
+)
+def read_run_plot(
+    run_id: RunId, name: Annotated[str, PathParam(max_length=128)], session: SessionDep, settings: SettingsDep
+) -> FileResponse:
+    """A plot the run produced (PNG): loss curves, confusion matrix, ..."""
+    run = find_run(session, run_id)
+    if name not in (run.plots or []):  # only names the run recorded ever reach the filesystem
+        raise NotFound(f"run '{run_id}' has no plot '{name}' (plots: {run.plots or []})")
+    if run.artifact_path:
+        folder = settings.MODEL_DIR / run.artifact_path / PLOTS_DIR
+    else:
+        folder = settings.DATA_DIR / "runs" / run.id / PLOTS_DIR
+    path = Path(folder) / name
+    if not path.is_file():
+        raise NotFound(f"plot '{name}' of run '{run_id}' is missing on disk")
+    return FileResponse(path, media_type="image/png")

@@ -1,0 +1,51 @@
+"""Response shapes shared by several routers, named by role so the OpenAPI page reads well."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ErrorPublic(BaseModel):
+    """Every 4xx/5xx body: a readable `detail`, and for validation errors the failing fields."""
+
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+    request_id: str | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorPublic, "description": text}
+    for code, text in {
+        400: "Bad request",
+        404: "Unknown model, version or resource",
+        413: "Upload or body over a size limit",
+        415: "Unsupported media type",
+        422: "Invalid input, with the reason",
+    }.items()
+}
+
+
+class ClassProbability(BaseModel):
+    label: str
+    probability: float = Field(ge=0.0, le=1.0)
+
+
+class Prediction(BaseModel):
+    """What every classifier answers for one image."""
+
+    model: str
+    version: int
+    label: str
+    top: list[ClassProbability]
+    filename: str | None = None
+
+
+class PredictionList(BaseModel):
+    """The answer to several images in one request, in the order they were sent."""
+
+    model: str
+    version: int
+    predictions: list[Prediction]
+    count: int

@@ -1,0 +1,52 @@
+"""Reading image uploads within the limits, and preparing them for a model, for every image route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import numpy as np
+from fastapi import UploadFile
+
+from app.config import Settings
+from app.errors import BadInput, TooLarge
+from app.preprocessing import prepare_image
+from app.preprocessing.images import decode_image
+
+
+def upload_label(index: int, upload: UploadFile) -> str:
+    """How an error names a file: its position, and its client-side name only as text."""
+    return f"file {index + 1} ({upload.filename!r})" if upload.filename else f"file {index + 1}"
+
+
+async def read_uploads(uploads: list[UploadFile], settings: Settings) -> list[tuple[str, bytes]]:
+    if not uploads:
+        raise BadInput("no file uploaded: send one or more images in the 'file' field")
+    if len(uploads) > settings.MAX_FILES_PER_REQUEST:
+        raise TooLarge(f"{len(uploads)} files in one request; the limit is {settings.MAX_FILES_PER_REQUEST}")
+    contents = []
+    for index, upload in enumerate(uploads):
+        data = await upload.read(settings.MAX_UPLOAD_BYTES + 1)
+        label = upload_label(index, upload)
+        if len(data) > settings.MAX_UPLOAD_BYTES:
+            raise TooLarge(f"{label} is over the upload limit of {settings.MAX_UPLOAD_BYTES} bytes")
+        contents.append((label, data))
+    return contents
+
+
+def _prepare_all(contents: list[tuple[str, bytes]], preprocessing: dict[str, Any], max_pixels: int) -> np.ndarray:
+    prepared = []
+    for label, data in contents:
+        image = decode_image(data, max_pixels, label)
+        try:
+            prepared.append(prepare_image(image, preprocessing))
+        except BadInput as error:
+            raise BadInput(f"{label}: {error.detail}") from None
+    return np.stack(prepared).astype(np.float32)
+
+
+async def prepare_uploads(
+    contents: list[tuple[str, bytes]], preprocessing: dict[str, Any], settings: Settings
+) -> np.ndarray:
+    """Decode and prepare every image off the event loop; one batch in upload order."""
+    return await anyio.to_thread.run_sync(_prepare_all, contents, preprocessing, settings.MAX_IMAGE_PIXELS)

@@ -1,0 +1,31 @@
+"""Errors the service answers with a JSON 4xx; raised at the edge, mapped in one handler."""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    status_code = 400
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadInput(ApiError):
+    status_code = 422
+
+
+class NotFound(ApiError):
+    status_code = 404
+
+
+class TooLarge(ApiError):
+    status_code = 413
+
+
+class Unsupported(ApiError):
+    status_code = 415
+
+
+class RequestTimeout(ApiError):
+    status_code = 408

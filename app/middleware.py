@@ -1,0 +1,90 @@
+"""ASGI middleware: a request id on every request, and limits on the request body."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import anyio
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import RequestTimeout, TooLarge
+
+REQUEST_ID_HEADER = b"x-request-id"
+
+
+class RequestIdMiddleware:
+    """Take the caller's X-Request-ID (if sane) or make one; echo it in the response and logs."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        given = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"").decode("latin-1")
+        request_id = given if 0 < len(given) <= 64 and given.replace("-", "").isalnum() else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (REQUEST_ID_HEADER, request_id.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over `max_bytes` (413) and bodies that stall longer than `read_timeout` (408).
+
+    The declared Content-Length is checked before reading anything; chunked bodies are counted
+    as they arrive, so no body larger than the limit is ever held in memory.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout: float):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.read_timeout = read_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._reject(send, 413, self._too_large_detail())
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            with anyio.move_on_after(self.read_timeout) as scope_timeout:
+                message = await receive()
+            if scope_timeout.cancelled_caught:
+                raise RequestTimeout(f"the request body stalled for over {self.read_timeout:g} s")
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise TooLarge(self._too_large_detail())
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except (TooLarge, RequestTimeout) as error:
+            if not started:
+                await self._reject(send, error.status_code, error.detail)
+
+    def _too_large_detail(self) -> str:
+        return f"request body over the limit of {self.max_bytes} bytes"
+
+    @staticmethod
+    async def _reject(send: Send, status: int, detail: str) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

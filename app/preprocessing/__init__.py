@@ -1,0 +1,28 @@
+"""Input preparation shared by training and serving, chosen by a model's manifest.
+
+`PREPARERS` is the one list of image preparations: a manifest's `preprocessing.kind` names one,
+and its other keys are passed as keyword arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from app.preprocessing.mnist import prepare_digit
+
+ImagePreparer = Callable[..., np.ndarray]
+
+PREPARERS: dict[str, ImagePreparer] = {
+    "mnist_digit": prepare_digit,
+}
+
+
+def prepare_image(image: Image.Image, preprocessing: dict[str, Any]) -> np.ndarray:
+    """One decoded image → one model input, as the model's manifest prescribes."""
+    params = dict(preprocessing)
+    kind = params.pop("kind")
+    return PREPARERS[kind](image, **params)

@@ -1,0 +1,70 @@
+"""Decode untrusted image bytes safely, and turn any mode into plain arrays."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.errors import BadInput, TooLarge, Unsupported
+
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
+# Our own pixel limit (a setting) is checked before decoding; PIL's is switched off so it
+# never turns a large-but-allowed image into a warning or its own error type.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def decode_image(data: bytes, max_pixels: int, name: str = "upload") -> Image.Image:
+    """Bytes → a fully decoded PIL image, or a 4xx naming what is wrong with them."""
+    if not data:
+        raise BadInput(f"{name}: the upload is empty")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise BadInput(f"{name}: not an image (accepted: {', '.join(ALLOWED_FORMATS)})") from None
+    except Exception as error:
+        raise BadInput(f"{name}: unreadable image ({error})") from None
+    if image.format not in ALLOWED_FORMATS:
+        raise Unsupported(f"{name}: {image.format} images are not accepted ({', '.join(ALLOWED_FORMATS)})")
+    width, height = image.size
+    if width * height > max_pixels:
+        raise TooLarge(
+            f"{name}: {width}x{height} = {width * height} pixels is over the limit of {max_pixels}"
+        )
+    if width == 0 or height == 0:
+        raise BadInput(f"{name}: the image has no pixels")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image.seek(0)  # first frame of an animation
+            image.load()
+            image = ImageOps.exif_transpose(image)  # phone photos carry their rotation in EXIF
+    except Exception as error:
+        raise BadInput(f"{name}: truncated or corrupt image ({error})") from None
+    return image
+
+
+def flatten_alpha(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Composite transparent pixels onto a background (white: like paper)."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(base, rgba).convert("RGB")
+    return image
+
+
+def to_gray(image: Image.Image) -> np.ndarray:
+    """Any mode → float32 luminance in [0, 255]; high-bit-depth images are stretched to fit."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        low, high = float(values.min()), float(values.max())
+        return (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return np.asarray(flatten_alpha(image).convert("L"), dtype=np.float32)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return Image.fromarray(to_gray(image).astype(np.uint8)).convert("RGB")
+    return flatten_alpha(image).convert("RGB")

@@ -1,0 +1,1 @@
+"""The training-run registry: every training run, what it used and what it produced."""

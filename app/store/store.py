@@ -1,0 +1,118 @@
+"""Load versions from the model store and pick the one each request is served by."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import keras
+import numpy as np
+
+from app.errors import NotFound
+from app.serving.runtime import CompiledModel
+from app.store.layout import complete_versions, model_names, version_dir
+from app.store.manifest import MODEL_FILE, Manifest, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class LoadedModel:
+    """One loaded version: its manifest, the Keras model and the compiled function that runs it."""
+
+    manifest: Manifest
+    path: Path
+    compiled: CompiledModel
+    load_seconds: float
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+    async def infer(self, batch: np.ndarray) -> Any:
+        """Run a prepared batch off the event loop."""
+        return await anyio.to_thread.run_sync(self.compiled, batch)
+
+
+def load_version(path: Path, device: str) -> LoadedModel:
+    """Load and warm one version folder; refuse it if its weights are not what the manifest says."""
+    started = time.perf_counter()
+    manifest = read_manifest(path)
+    weights = path / MODEL_FILE
+    if manifest.artifact_sha256 and file_sha256(weights) != manifest.artifact_sha256:
+        raise ValueError(f"{weights} does not match the sha256 in its manifest")
+    model = keras.saving.load_model(weights, compile=False, safe_mode=True)
+    compiled = CompiledModel(model, manifest.input_spec.shape, manifest.input_spec.dtype, device)
+    compiled.warm_up()
+    return LoadedModel(manifest, path, compiled, time.perf_counter() - started)
+
+
+@dataclass
+class ModelStore:
+    """Every loaded version of every model; the newest is served unless a version is pinned."""
+
+    model_dir: Path
+    device: str
+    pinned: dict[str, int] = field(default_factory=dict)
+    loaded: dict[str, dict[int, LoadedModel]] = field(default_factory=dict)
+    failures: dict[str, dict[int, str]] = field(default_factory=dict)
+
+    def load_all(self) -> None:
+        for name in model_names(self.model_dir):
+            for version in complete_versions(self.model_dir, name):
+                self.load(name, version)
+
+    def load(self, name: str, version: int) -> LoadedModel | None:
+        """Load one version beside the others; a broken version is logged and reported, not fatal."""
+        path = version_dir(self.model_dir, name, version)
+        try:
+            model = load_version(path, self.device)
+        except Exception as error:  # any failure to load must leave the service serving
+            log.error("refused %s version %s: %s", name, version, error)
+            self.failures.setdefault(name, {})[version] = f"{type(error).__name__}: {error}"
+            return None
+        self.failures.get(name, {}).pop(version, None)
+        # Replace the mapping rather than mutate it, so readers always see a whole one.
+        self.loaded = {**self.loaded, name: {**self.loaded.get(name, {}), version: model}}
+        log.info("loaded %s version %s in %.2fs", name, version, model.load_seconds)
+        return model
+
+    def served_version(self, name: str) -> int | None:
+        versions = self.loaded.get(name, {})
+        pinned = self.pinned.get(name)
+        if pinned in versions:
+            return pinned
+        return max(versions, default=None)
+
+    def get(self, name: str, version: int | None = None) -> LoadedModel:
+        versions = self.loaded.get(name)
+        if not versions:
+            known = ", ".join(sorted(self.loaded)) or "none"
+            raise NotFound(f"unknown model '{name}' (models: {known})")
+        chosen = self.served_version(name) if version is None else version
+        if chosen not in versions:
+            raise NotFound(f"model '{name}' has no version {version} (versions: {sorted(versions)})")
+        return versions[chosen]
+
+    def names(self, task: str | None = None) -> list[str]:
+        return sorted(
+            name for name in self.loaded
+            if task is None or self.get(name).manifest.task == task
+        )

@@ -1,0 +1,112 @@
+"""Every endpoint of the service, on a tiny trained digits model."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from app.preprocessing.mnist import prepare_digit
+from tests.conftest import png_bytes, template_image
+
+
+def test_health_and_ready(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"ready": True, "models": ["digits"]}
+
+
+def test_every_response_carries_a_request_id(client):
+    assert len(client.get("/health").headers["x-request-id"]) == 32
+    assert client.get("/health", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
+
+
+def test_models_lists_the_served_version(client):
+    body = client.get("/models").json()
+    assert body["count"] == 1
+    digits = body["data"][0]
+    assert digits["name"] == "digits" and digits["task"] == "classify"
+    assert digits["served_version"] == 1
+    assert digits["labels"] == [str(d) for d in range(10)]
+    assert digits["input_spec"] == {"shape": [28, 28], "dtype": "float32"}
+    assert digits["device"] == "/CPU:0"
+    assert digits["versions"][0]["status"] == "loaded"
+    assert digits["run_id"] and 0.0 <= digits["test_metrics"]["test_accuracy"] <= 1.0
+
+
+def test_classify_matches_the_model_on_the_prepared_input(client):
+    upload = template_image(3)
+    response = client.post("/classify", files={"file": ("three.png", upload, "image/png")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "digits" and body["version"] == 1
+    assert len(body["top"]) == 10  # all classes when there are ten or fewer
+    probabilities = [entry["probability"] for entry in body["top"]]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert abs(sum(probabilities) - 1.0) < 1e-4
+    assert body["label"] == body["top"][0]["label"]
+    model = client.app.state.store.get("digits").compiled.model
+    expected = model(prepare_digit(Image.open(io.BytesIO(upload)))[None], training=False).numpy()[0]
+    by_label = {entry["label"]: entry["probability"] for entry in body["top"]}
+    assert np.allclose([by_label[str(d)] for d in range(10)], expected, atol=1e-5)
+
+
+def test_classify_top_k_and_explicit_version(client):
+    body = client.post("/classify?k=3&version=1", files={"file": ("a.png", template_image(1))}).json()
+    assert len(body["top"]) == 3 and body["version"] == 1
+
+
+def test_classify_several_files_answers_in_order(client):
+    files = [("file", (f"{d}.png", template_image(d), "image/png")) for d in (4, 2, 7)]
+    body = client.post("/classify", files=files).json()
+    assert body["count"] == 3
+    assert [p["filename"] for p in body["predictions"]] == ["4.png", "2.png", "7.png"]
+    single = client.post("/classify", files={"file": ("2.png", template_image(2))}).json()
+    assert body["predictions"][1]["label"] == single["label"]
+    assert abs(body["predictions"][1]["top"][0]["probability"] - single["top"][0]["probability"]) < 1e-5
+
+
+def test_runs_list_detail_and_plot(client):
+    runs = client.get("/runs?model=digits").json()
+    assert runs["count"] == 1
+    run = runs["data"][0]
+    assert run["status"] == "succeeded" and run["version"] == 1
+    assert [row["epoch"] for row in run["history"]] == [1, 2]
+    assert {"loss", "val_loss", "accuracy", "val_accuracy"} <= set(run["history"][0])
+    assert run["params"]["hidden_units"] == 32 and run["seed"] == 1
+    assert run["library_versions"]["keras"].startswith("3.")
+    detail = client.get(f"/runs/{run['id']}").json()
+    assert detail["plot_urls"] == [f"/runs/{run['id']}/plots/loss.png"]
+    plot = client.get(detail["plot_urls"][0])
+    assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG")
+
+
+def test_runs_paginate_and_filter(client):
+    assert client.get("/runs?model=nothing").json() == {"data": [], "count": 0}
+    assert client.get("/runs?limit=1&offset=5").json()["data"] == []
+    assert client.get("/runs?limit=0").status_code == 422
+
+
+def test_unknown_run_and_plot_are_404(client):
+    assert client.get("/runs/deadbeef").status_code == 404
+    run_id = client.get("/runs").json()["data"][0]["id"]
+    assert client.get(f"/runs/{run_id}/plots/..%2F..%2Fmanifest.json").status_code == 404
+    assert client.get(f"/runs/{run_id}/plots/secret.png").status_code == 404
+
+
+def test_docs_render_from_local_assets(client):
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        assert "/docs-assets/" in html and "cdn" not in html and "googleapis" not in html
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/docs-assets/redoc.standalone.js").status_code == 200
+    assert "/classify" in client.get("/openapi.json").json()["paths"]
+
+
+def test_a_photo_like_upload_in_jpeg(client):
+    image = Image.new("RGB", (300, 200), (230, 225, 210))
+    image.paste((20, 20, 30), (100, 40, 130, 160))
+    response = client.post("/classify", files={"file": ("p.jpg", png_bytes(image, "JPEG"), "image/jpeg")})
+    assert response.status_code == 200

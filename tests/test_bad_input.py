@@ -1,0 +1,107 @@
+"""Every bad input gets a JSON 4xx naming the problem, and the service keeps serving."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.main import create_app
+from tests.conftest import make_settings, png_bytes, template_image
+
+
+def huge_png(width: int, height: int) -> bytes:
+    """A valid PNG header claiming width x height pixels, with a tiny compressed body."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def post(client, data: bytes, query: str = "", name: str = "x.png"):
+    return client.post(f"/classify{query}", files={"file": (name, data, "image/png")})
+
+
+def assert_error(response, status: int, words: str):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert words in body["detail"], body["detail"]
+    return body
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "words"),
+    [
+        (b"", 422, "empty"),
+        (b"hello, this is text", 422, "not an image"),
+        (png_bytes(Image.new("L", (64, 64), 255))[:60], 422, "truncated"),
+        (huge_png(100_000, 100_000), 413, "over the limit"),
+        (png_bytes(Image.new("L", (40, 40), 255)), 422, "no digit found"),
+    ],
+    ids=["empty", "not-image", "truncated", "decompression-bomb", "blank"],
+)
+def test_bad_images_are_clear_4xx(client, data, status, words):
+    assert_error(post(client, data), status, words)
+    assert post(client, template_image(5)).status_code == 200  # still serving
+
+
+def test_a_truncated_real_image_is_422(client):
+    photo = png_bytes(Image.effect_noise((200, 200), 60).convert("L"), "JPEG")
+    assert_error(post(client, photo[: len(photo) // 2]), 422, "truncated")
+
+
+def test_unknown_model_and_version_are_404(client):
+    assert_error(post(client, template_image(1), "?model=nope"), 404, "unknown model 'nope'")
+    assert_error(post(client, template_image(1), "?version=9"), 404, "no version 9")
+
+
+def test_missing_file_field_is_422(client):
+    body = assert_error(client.post("/classify", data={"other": "x"}), 422, "file")
+    assert body["errors"][0]["loc"][-1] == "file"
+
+
+def test_k_out_of_range_is_422(client):
+    assert_error(post(client, template_image(1), "?k=0"), 422, "k")
+    assert_error(post(client, template_image(1), "?k=1000"), 422, "over the limit")
+
+
+def test_bad_file_in_a_batch_is_named(client):
+    files = [("file", ("ok.png", template_image(1))), ("file", ("bad.png", b"junk"))]
+    assert_error(client.post("/classify", files=files), 422, "file 2 ('bad.png')")
+
+
+def test_upload_over_the_size_limit_is_413(tmp_path, trained_settings):
+    settings = trained_settings.model_copy(update={"MAX_UPLOAD_BYTES": 1000})
+    with TestClient(create_app(settings)) as small:
+        big = png_bytes(Image.effect_noise((100, 100), 80).convert("L"))
+        assert_error(post(small, big), 413, "upload limit")
+        assert small.get("/health").status_code == 200
+
+
+def test_body_over_the_request_limit_is_413(trained_settings):
+    settings = trained_settings.model_copy(update={"MAX_BODY_BYTES": 2000})
+    with TestClient(create_app(settings)) as small:
+        assert_error(post(small, b"\0" * 5000), 413, "request body")
+
+
+def test_no_models_means_404_not_500(tmp_path):
+    with TestClient(create_app(make_settings(tmp_path))) as empty:
+        assert_error(post(empty, template_image(1)), 404, "unknown model")
+        assert empty.get("/models").json() == {"data": [], "count": 0}
+
+
+def test_gif_webp_bmp_and_modes_are_accepted(client):
+    transparent = Image.new("RGBA", (50, 50), (0, 0, 0, 0))  # black ink on a transparent canvas
+    transparent.paste((0, 0, 0, 255), (20, 10, 28, 40))
+    paper = Image.new("RGB", (50, 50), (250, 250, 250))
+    paper.paste((10, 10, 10), (20, 10, 28, 40))
+    cases = {"PNG": transparent, "WEBP": transparent, "GIF": paper.convert("P"), "BMP": paper.convert("1")}
+    for fmt, image in cases.items():
+        response = post(client, png_bytes(image, fmt), name=f"x.{fmt.lower()}")
+        assert response.status_code == 200, (fmt, response.text)
+    sixteen = Image.fromarray((np.eye(30) * 60000).astype(np.uint16))
+    assert post(client, png_bytes(sixteen)).status_code == 200

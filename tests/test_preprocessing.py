@@ -1,0 +1,61 @@
+"""Digit preparation: any photo of one digit becomes an MNIST-style 28x28 input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from app.errors import BadInput
+from app.preprocessing.mnist import prepare_digit
+
+
+def drawn_seven(size=(120, 160), offset=(0, 0), ink=255, paper=0) -> Image.Image:
+    image = Image.new("L", size, paper)
+    draw = ImageDraw.Draw(image)
+    x, y = 30 + offset[0], 30 + offset[1]
+    draw.line([(x, y), (x + 55, y), (x + 20, y + 90)], fill=ink, width=9)
+    return image
+
+
+def centre_of_mass(array: np.ndarray) -> tuple[float, float]:
+    rows, cols = np.indices(array.shape)
+    return float((rows * array).sum() / array.sum()), float((cols * array).sum() / array.sum())
+
+
+def test_dark_on_white_equals_light_on_black():
+    light_on_black = prepare_digit(drawn_seven(ink=255, paper=0))
+    dark_on_white = prepare_digit(drawn_seven(ink=0, paper=255))
+    assert np.allclose(light_on_black, dark_on_white, atol=1e-6)
+
+
+def test_output_is_mnist_shaped_and_scaled():
+    digit = prepare_digit(drawn_seven())
+    assert digit.shape == (28, 28) and digit.dtype == np.float32
+    assert digit.min() == 0.0 and digit.max() == pytest.approx(1.0)
+    rows, cols = np.nonzero(digit)
+    assert rows.max() - rows.min() + 1 <= 20 and cols.max() - cols.min() + 1 <= 20
+    assert max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 == 20  # fitted into 20x20
+
+
+def test_an_off_centre_digit_is_centred_by_mass():
+    centred = prepare_digit(drawn_seven(size=(400, 400), offset=(0, 0)))
+    corner = prepare_digit(drawn_seven(size=(400, 400), offset=(280, 250)))
+    assert np.allclose(centred, corner, atol=1e-6)
+    row, col = centre_of_mass(corner)
+    assert abs(row - 13.5) <= 0.5 and abs(col - 13.5) <= 0.5
+
+
+def test_grey_paper_with_noise_is_cleaned():
+    rng = np.random.default_rng(0)
+    paper = np.clip(rng.normal(200, 8, (160, 120)), 0, 255)
+    ink = np.asarray(drawn_seven(ink=255, paper=0), dtype=np.float64) > 0
+    photo = Image.fromarray(np.where(ink, 40, paper).astype(np.uint8))
+    digit = prepare_digit(photo)
+    reference = prepare_digit(drawn_seven(ink=0, paper=255))
+    assert np.abs(digit - reference).mean() < 0.05
+
+
+def test_blank_image_is_refused():
+    with pytest.raises(BadInput, match="no digit found"):
+        prepare_digit(Image.new("L", (50, 50), 128))
