@@ -41,10 +41,29 @@ class Settings(BaseSettings):
     MAX_BODY_BYTES: int = 64 * 1024 * 1024
     BODY_READ_TIMEOUT_S: float = 30.0
 
+    # Inference runtime.
+    BATCHING: bool = Field(True, description="Gather concurrent requests into one model call.")
+    MAX_BATCH_SIZE: int = Field(32, ge=1, description="Most rows in one model call.")
+    MAX_DELAY_MS: float = Field(2.0, ge=0, description="Longest a request waits for others to join.")
+    BATCHING_OVERRIDES: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description='Per model: {"imagenet": {"max_batch_size": 8, "max_delay_ms": 10}}'
+    )
+    TF_INTRA_OP_THREADS: int = Field(0, ge=0, description="Threads inside one op; 0 = TensorFlow's choice.")
+    TF_INTER_OP_THREADS: int = Field(0, ge=0, description="Ops run in parallel; 0 = TensorFlow's choice.")
+
     @field_validator("MODEL_DIR", "DATA_DIR")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
         return path.expanduser().resolve()
+
+    def batching_for(self, model: str) -> tuple[int, float] | None:
+        """(max_batch_size, max_delay_ms) for `model`, or None when batching is off."""
+        if not self.BATCHING:
+            return None
+        override = self.BATCHING_OVERRIDES.get(model, {})
+        return int(override.get("max_batch_size", self.MAX_BATCH_SIZE)), float(
+            override.get("max_delay_ms", self.MAX_DELAY_MS)
+        )
 
     @property
     def database_url(self) -> str:

@@ -9,14 +9,14 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
-from app.api import classify, health, models, runs
+from app.api import classify, health, metrics, models, runs
 from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.config import Settings, get_settings
-from app.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from app.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
 from app.runs.db import open_registry
 from app.runs.shipped import import_shipped_runs
-from app.serving.device import configure_device
+from app.serving.device import configure_device, configure_threads
 from app.store.store import ModelStore
 
 log = logging.getLogger("app")
@@ -26,17 +26,19 @@ log = logging.getLogger("app")
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load every stored model once, and import the shipped run records, before serving."""
     settings: Settings = app.state.settings
+    configure_threads(settings.TF_INTRA_OP_THREADS, settings.TF_INTER_OP_THREADS)
     device = configure_device(settings.DEVICE)
     app.state.sessions = open_registry(settings.database_url)
     with app.state.sessions() as session:
         imported = import_shipped_runs(session, settings.MODEL_DIR)
-    store = ModelStore(settings.MODEL_DIR, device, dict(settings.PINNED_VERSIONS))
+    store = ModelStore(settings.MODEL_DIR, device, dict(settings.PINNED_VERSIONS), settings.batching_for)
     app.state.store = store
     await anyio.to_thread.run_sync(store.load_all)
     log.info("ready: %s on %s (%d shipped runs imported)", store.names(), device, imported)
     app.state.ready = True
     yield
     app.state.ready = False
+    await store.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -54,10 +56,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ready = False
     install_error_handlers(app)
     install_docs(app)
-    for module in (health, models, runs, classify):
+    for module in (health, metrics, models, runs, classify):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.MAX_BODY_BYTES,
                        read_timeout=settings.BODY_READ_TIMEOUT_S)
+    app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app
 

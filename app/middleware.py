@@ -1,14 +1,17 @@
-"""ASGI middleware: a request id on every request, and limits on the request body."""
+"""ASGI middleware: a request id on every request, limits on the request body, request metrics."""
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from urllib.parse import parse_qs
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import RequestTimeout, TooLarge
+from app.serving import metrics
 
 REQUEST_ID_HEADER = b"x-request-id"
 
@@ -88,3 +91,40 @@ class BodyLimitMiddleware:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class MetricsMiddleware:
+    """Count and time every request by route template, model and status, for /metrics."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/metrics":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", "unmatched")
+            model = self._model_label(scope)
+            metrics.REQUESTS.labels(endpoint, model, str(status)).inc()
+            metrics.REQUEST_SECONDS.labels(endpoint, model).observe(time.perf_counter() - started)
+
+    @staticmethod
+    def _model_label(scope: Scope) -> str:
+        """The `model` asked for, if it is one the store knows: labels must stay few."""
+        asked = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("model", [""])[0]
+        if not asked:
+            return ""
+        store = getattr(scope["app"].state, "store", None)
+        return asked if store is not None and asked in store.loaded else "other"

@@ -21,3 +21,14 @@ def configure_device(mode: str) -> str:
     if mode == "gpu" and not gpus:
         raise DeviceUnavailable("DEVICE=gpu but TensorFlow sees no GPU; use DEVICE=cpu or auto")
     return "/GPU:0" if gpus else "/CPU:0"
+
+
+def configure_threads(intra_op: int, inter_op: int) -> None:
+    """TensorFlow's thread pools; 0 keeps TensorFlow's default (one per core)."""
+    try:
+        if intra_op:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        if inter_op:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError:  # TensorFlow already started in this process (tests): keep its pools
+        pass

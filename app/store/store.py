@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ import anyio
 import keras
 import numpy as np
 
-from app.errors import NotFound
+from app.errors import BadInput, NotFound
+from app.serving import metrics
+from app.serving.batching import DynamicBatcher
 from app.serving.runtime import CompiledModel
 from app.store.layout import complete_versions, model_names, version_dir
 from app.store.manifest import MODEL_FILE, Manifest, read_manifest
@@ -37,6 +40,7 @@ class LoadedModel:
     path: Path
     compiled: CompiledModel
     load_seconds: float
+    batcher: DynamicBatcher | None = None
 
     @property
     def name(self) -> str:
@@ -47,11 +51,22 @@ class LoadedModel:
         return self.manifest.version
 
     async def infer(self, batch: np.ndarray) -> Any:
-        """Run a prepared batch off the event loop."""
-        return await anyio.to_thread.run_sync(self.compiled, batch)
+        """Run a prepared batch off the event loop, gathered with other requests' when batching is on."""
+        if tuple(batch.shape[1:]) != self.compiled.input_shape:
+            raise BadInput(f"input of shape {tuple(batch.shape[1:])} does not fit {self.name}'s {self.compiled.input_shape}")
+        if self.batcher is None:
+            return await anyio.to_thread.run_sync(self.compiled, batch)
+        return await self.batcher.submit(batch)
 
 
-def load_version(path: Path, device: str) -> LoadedModel:
+BatchingPolicy = Callable[[str], "tuple[int, float] | None"]
+
+
+def no_batching(_model: str) -> None:
+    return None
+
+
+def load_version(path: Path, device: str, batching: BatchingPolicy = no_batching) -> LoadedModel:
     """Load and warm one version folder; refuse it if its weights are not what the manifest says."""
     started = time.perf_counter()
     manifest = read_manifest(path)
@@ -61,7 +76,9 @@ def load_version(path: Path, device: str) -> LoadedModel:
     model = keras.saving.load_model(weights, compile=False, safe_mode=True)
     compiled = CompiledModel(model, manifest.input_spec.shape, manifest.input_spec.dtype, device)
     compiled.warm_up()
-    return LoadedModel(manifest, path, compiled, time.perf_counter() - started)
+    policy = batching(manifest.name)
+    batcher = DynamicBatcher(compiled, manifest.name, *policy) if policy else None
+    return LoadedModel(manifest, path, compiled, time.perf_counter() - started, batcher)
 
 
 @dataclass
@@ -71,6 +88,7 @@ class ModelStore:
     model_dir: Path
     device: str
     pinned: dict[str, int] = field(default_factory=dict)
+    batching: BatchingPolicy = no_batching
     loaded: dict[str, dict[int, LoadedModel]] = field(default_factory=dict)
     failures: dict[str, dict[int, str]] = field(default_factory=dict)
 
@@ -83,7 +101,7 @@ class ModelStore:
         """Load one version beside the others; a broken version is logged and reported, not fatal."""
         path = version_dir(self.model_dir, name, version)
         try:
-            model = load_version(path, self.device)
+            model = load_version(path, self.device, self.batching)
         except Exception as error:  # any failure to load must leave the service serving
             log.error("refused %s version %s: %s", name, version, error)
             self.failures.setdefault(name, {})[version] = f"{type(error).__name__}: {error}"
@@ -91,6 +109,7 @@ class ModelStore:
         self.failures.get(name, {}).pop(version, None)
         # Replace the mapping rather than mutate it, so readers always see a whole one.
         self.loaded = {**self.loaded, name: {**self.loaded.get(name, {}), version: model}}
+        metrics.MODEL_LOAD_SECONDS.labels(name, str(version)).set(model.load_seconds)
         log.info("loaded %s version %s in %.2fs", name, version, model.load_seconds)
         return model
 
@@ -116,3 +135,10 @@ class ModelStore:
             name for name in self.loaded
             if task is None or self.get(name).manifest.task == task
         )
+
+    async def close(self) -> None:
+        """Answer every queued request, then stop the batchers."""
+        for versions in self.loaded.values():
+            for model in versions.values():
+                if model.batcher is not None:
+                    await model.batcher.close()

@@ -1,0 +1,151 @@
+"""The dynamic batcher: own results per caller, bounded delay, isolated failures, draining shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from app.serving.batching import DynamicBatcher
+from tests.conftest import synthetic_digits, template_image
+
+
+class Recorder:
+    """A fake model: output row = input row * 10 + 1; remembers each batch size it ran."""
+
+    def __init__(self, delay: float = 0.0):
+        self.batch_sizes: list[int] = []
+        self.delay = delay
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if np.isnan(batch).any():
+            raise ValueError("NaN in batch")
+        self.batch_sizes.append(len(batch))
+        time.sleep(self.delay)
+        return batch * 10 + 1
+
+
+def test_each_caller_gets_its_own_rows_from_one_batch():
+    recorder = Recorder()
+
+    async def scenario():
+        batcher = DynamicBatcher(recorder, "m", max_batch_size=64, max_delay_ms=50)
+        inputs = [np.full((i % 3 + 1, 2), i, dtype=np.float32) for i in range(10)]
+        outputs = await asyncio.gather(*(batcher.submit(x) for x in inputs))
+        await batcher.close()
+        return inputs, outputs
+
+    inputs, outputs = asyncio.run(scenario())
+    for given, got in zip(inputs, outputs, strict=True):
+        assert got.shape == given.shape
+        assert np.array_equal(got, given * 10 + 1)
+    assert recorder.batch_sizes == [sum(len(x) for x in inputs)]  # one model call for all ten
+
+
+def test_batches_are_capped_at_max_batch_size():
+    recorder = Recorder()
+
+    async def scenario():
+        batcher = DynamicBatcher(recorder, "m", max_batch_size=4, max_delay_ms=50)
+        await asyncio.gather(*(batcher.submit(np.ones((1, 2), np.float32)) for _ in range(10)))
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert recorder.batch_sizes == [4, 4, 2]
+
+
+def test_a_lone_request_waits_no_longer_than_the_delay():
+    async def scenario():
+        batcher = DynamicBatcher(Recorder(), "m", max_batch_size=64, max_delay_ms=30)
+        started = time.perf_counter()
+        await batcher.submit(np.ones((1, 2), np.float32))
+        elapsed = time.perf_counter() - started
+        await batcher.close()
+        return elapsed
+
+    elapsed = asyncio.run(scenario())
+    assert 0.025 <= elapsed < 0.2
+
+
+def test_a_failing_item_fails_alone():
+    recorder = Recorder()
+
+    async def scenario():
+        batcher = DynamicBatcher(recorder, "m", max_batch_size=64, max_delay_ms=30)
+        good, bad = np.ones((1, 2), np.float32), np.full((1, 2), np.nan, np.float32)
+        results = await asyncio.gather(batcher.submit(good), batcher.submit(bad), batcher.submit(good * 2),
+                                       return_exceptions=True)
+        await batcher.close()
+        return results
+
+    first, second, third = asyncio.run(scenario())
+    assert np.array_equal(first, [[11, 11]]) and np.array_equal(third, [[21, 21]])
+    assert isinstance(second, ValueError)
+
+
+def test_shutdown_answers_everything_queued():
+    recorder = Recorder(delay=0.02)
+
+    async def scenario():
+        batcher = DynamicBatcher(recorder, "m", max_batch_size=2, max_delay_ms=5)
+        tasks = [asyncio.create_task(batcher.submit(np.full((1, 1), i, np.float32))) for i in range(7)]
+        await asyncio.sleep(0)  # let them queue
+        await batcher.close()
+        with pytest.raises(RuntimeError, match="shut down"):
+            await batcher.submit(np.ones((1, 1), np.float32))
+        return [task.result() for task in tasks]
+
+    results = asyncio.run(scenario())
+    assert [float(r[0, 0]) for r in results] == [i * 10 + 1 for i in range(7)]
+
+
+def test_structured_outputs_are_split_per_caller():
+    def two_heads(batch):
+        return {"a": batch[:, :1], "b": (batch.sum(axis=1), batch * 0)}
+
+    async def scenario():
+        batcher = DynamicBatcher(two_heads, "m", max_batch_size=8, max_delay_ms=20)
+        out = await asyncio.gather(*(batcher.submit(np.full((1, 3), i, np.float32)) for i in range(3)))
+        await batcher.close()
+        return out
+
+    outputs = asyncio.run(scenario())
+    assert [float(o["a"][0, 0]) for o in outputs] == [0, 1, 2]
+    assert [float(o["b"][0][0]) for o in outputs] == [0, 3, 6]
+
+
+def test_batched_and_unbatched_outputs_agree(trained_settings):
+    from app.store.layout import version_dir
+    from app.store.store import load_version
+
+    path = version_dir(trained_settings.MODEL_DIR, "digits", 1)
+    plain = load_version(path, "/CPU:0")
+    batched = load_version(path, "/CPU:0", lambda name: (16, 20.0))
+    x, _ = synthetic_digits(12)
+
+    async def scenario():
+        rows = await asyncio.gather(*(batched.infer(x[i : i + 1]) for i in range(12)))
+        await batched.batcher.close()
+        return np.concatenate(rows)
+
+    together = asyncio.run(scenario())
+    alone = np.concatenate([asyncio.run(plain.infer(x[i : i + 1])) for i in range(12)])
+    assert np.allclose(together, alone, atol=1e-5)
+
+
+def test_metrics_count_requests_and_batches(client):
+    def count(text: str) -> float:
+        for line in text.splitlines():
+            if line.startswith('labnets_requests_total{endpoint="/classify",model="digits",status="200"}'):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = count(client.get("/metrics").text)
+    for _ in range(3):
+        client.post("/classify?model=digits", files={"file": ("a.png", template_image(2))})
+    text = client.get("/metrics").text
+    assert count(text) == before + 3
+    assert 'labnets_batch_rows_count{model="digits"}' in text
+    assert 'labnets_model_load_seconds{model="digits",version="1"}' in text
