@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     BATCHING_OVERRIDES: dict[str, dict[str, float]] = Field(
         default_factory=dict, description='Per model: {"imagenet": {"max_batch_size": 8, "max_delay_ms": 10}}'
     )
+    BENCHMARK_BASELINES: bool = Field(False, description="Serve /baseline/* no-model endpoints.")
     TF_INTRA_OP_THREADS: int = Field(0, ge=0, description="Threads inside one op; 0 = TensorFlow's choice.")
     TF_INTER_OP_THREADS: int = Field(0, ge=0, description="Ops run in parallel; 0 = TensorFlow's choice.")
 

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
-from app.api import classify, health, metrics, models, runs
+from app.api import baseline, classify, health, metrics, models, runs
 from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.config import Settings, get_settings
@@ -58,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_docs(app)
     for module in (health, metrics, models, runs, classify):
         app.include_router(module.router)
+    if settings.BENCHMARK_BASELINES:
+        app.include_router(baseline.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.MAX_BODY_BYTES,
                        read_timeout=settings.BODY_READ_TIMEOUT_S)
     app.add_middleware(MetricsMiddleware)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import anyio
 import numpy as np
@@ -12,6 +13,10 @@ from app.config import Settings
 from app.errors import BadInput, TooLarge
 from app.preprocessing import prepare_image
 from app.preprocessing.images import decode_image
+
+T = TypeVar("T")
+# Below this many bytes, decoding and preparing on the event loop is cheaper than a thread hop.
+INLINE_BYTES = 64 * 1024
 
 
 def upload_label(index: int, upload: UploadFile) -> str:
@@ -34,6 +39,17 @@ async def read_uploads(uploads: list[UploadFile], settings: Settings) -> list[tu
     return contents
 
 
+async def off_loop_if_large(work: Callable[..., T], contents: list[tuple[str, bytes]], *args: Any) -> T:
+    """Run input work inline for small uploads, in a worker thread for large ones."""
+    if sum(len(data) for _, data in contents) <= INLINE_BYTES:
+        return work(contents, *args)
+    return await anyio.to_thread.run_sync(work, contents, *args)
+
+
+def decode_all(contents: list[tuple[str, bytes]], max_pixels: int) -> list[Any]:
+    return [decode_image(data, max_pixels, label) for label, data in contents]
+
+
 def _prepare_all(contents: list[tuple[str, bytes]], preprocessing: dict[str, Any], max_pixels: int) -> np.ndarray:
     prepared = []
     for label, data in contents:
@@ -48,5 +64,5 @@ def _prepare_all(contents: list[tuple[str, bytes]], preprocessing: dict[str, Any
 async def prepare_uploads(
     contents: list[tuple[str, bytes]], preprocessing: dict[str, Any], settings: Settings
 ) -> np.ndarray:
-    """Decode and prepare every image off the event loop; one batch in upload order."""
-    return await anyio.to_thread.run_sync(_prepare_all, contents, preprocessing, settings.MAX_IMAGE_PIXELS)
+    """Decode and prepare every image; one batch in upload order."""
+    return await off_loop_if_large(_prepare_all, contents, preprocessing, settings.MAX_IMAGE_PIXELS)

@@ -9,6 +9,7 @@ paid once per batch instead of once per request.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,7 +57,8 @@ class DynamicBatcher:
         self.model = model
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay_ms / 1000.0
-        self._queue: asyncio.Queue[_Pending | None] | None = None
+        self._queue: collections.deque[_Pending | None] = collections.deque()
+        self._arrival: asyncio.Future | None = None  # set when an item arrives while the worker waits
         self._worker: asyncio.Task | None = None
         self._closed = False
 
@@ -64,39 +66,60 @@ class DynamicBatcher:
         """Queue `inputs` (rows of one request) and wait for their outputs."""
         if self._closed:
             raise RuntimeError(f"the batcher of {self.model} is shut down")
+        loop = asyncio.get_running_loop()
         if self._worker is None:  # started lazily, on the serving event loop
-            self._queue = asyncio.Queue()
-            self._worker = asyncio.get_running_loop().create_task(self._work(), name=f"batcher-{self.model}")
-        pending = _Pending(inputs, asyncio.get_running_loop().create_future())
-        self._queue.put_nowait(pending)
+            self._worker = loop.create_task(self._work(), name=f"batcher-{self.model}")
+        pending = _Pending(inputs, loop.create_future())
+        self._put(pending)
         return await pending.future
+
+    def _put(self, item: _Pending | None) -> None:
+        self._queue.append(item)
+        if self._arrival is not None and not self._arrival.done():
+            self._arrival.set_result(None)
+
+    async def _next(self, timeout: float | None) -> _Pending | None | bool:
+        """The next queued item; False if none arrived within `timeout` (None: wait for ever).
+
+        A plain future woken by `submit` (and by a timer) is much cheaper per request than
+        `asyncio.wait_for` on a queue, which creates a task each time.
+        """
+        if not self._queue:
+            if timeout is not None and timeout <= 0:
+                return False
+            loop = asyncio.get_running_loop()
+            self._arrival = loop.create_future()
+            timer = None if timeout is None else loop.call_later(
+                timeout, lambda f=self._arrival: f.done() or f.set_result(None))
+            await self._arrival
+            if timer is not None:
+                timer.cancel()
+            self._arrival = None
+            if not self._queue:
+                return False
+        return self._queue.popleft()
 
     async def close(self) -> None:
         """Stop taking requests, answer everything already queued, then stop the worker."""
         self._closed = True
         if self._worker is not None:
-            self._queue.put_nowait(None)
+            self._put(None)
             await self._worker
 
     async def _work(self) -> None:
         stopping = False
         while not stopping:
-            first = await self._queue.get()
+            first = await self._next(None)
+            if first is False:
+                continue
             if first is None:
                 break
             batch, rows = [first], len(first.inputs)
             deadline = first.enqueued + self.max_delay
             while rows < self.max_batch_size:
-                if self._queue.empty():
-                    remaining = deadline - time.perf_counter()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = await asyncio.wait_for(self._queue.get(), remaining)
-                    except TimeoutError:
-                        break
-                else:
-                    item = self._queue.get_nowait()
+                item = await self._next(deadline - time.perf_counter())
+                if item is False:
+                    break
                 if item is None:
                     stopping = True
                     break
