@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +32,12 @@ class Settings(BaseSettings):
         default_factory=dict, description='Serve these versions instead of the newest: {"digits": 1}'
     )
     LOG_LEVEL: str = "INFO"
+    LOG_FORMAT: Literal["text", "json"] = "text"
+    CORS_ORIGINS: list[str] = Field(default_factory=list, description='Allowed browser origins, e.g. ["https://a.example"]')
+    ADMIN_API_KEY: SecretStr | None = Field(
+        None, description="Key for the admin endpoints (X-API-Key header); unset: they are disabled."
+    )
+    RELOAD_INTERVAL_S: float = Field(5.0, ge=0, description="How often to look for new model versions; 0: never.")
 
     # Limits on what a request may carry.
     MAX_UPLOAD_BYTES: int = 10 * 1024 * 1024

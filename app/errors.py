@@ -29,3 +29,11 @@ class Unsupported(ApiError):
 
 class RequestTimeout(ApiError):
     status_code = 408
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+
+
+class Forbidden(ApiError):
+    status_code = 403

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import baseline, classify, health, metrics, models, runs
+from app.api import admin, baseline, classify, health, metrics, models, runs
 from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.config import Settings, get_settings
+from app.logs import configure_logging
 from app.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
 from app.runs.db import open_registry
 from app.runs.shipped import import_shipped_runs
 from app.serving.device import configure_device, configure_threads
 from app.store.store import ModelStore
+from app.store.watch import watch_store
 
 log = logging.getLogger("app")
 
@@ -36,14 +41,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await anyio.to_thread.run_sync(store.load_all)
     log.info("ready: %s on %s (%d shipped runs imported)", store.names(), device, imported)
     app.state.ready = True
+    watcher = asyncio.create_task(watch_store(store, settings.RELOAD_INTERVAL_S)) if settings.RELOAD_INTERVAL_S else None
     yield
     app.state.ready = False
+    if watcher is not None:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
     await store.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    logging.basicConfig(level=settings.LOG_LEVEL)
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     app = FastAPI(
         title="labnets",
         summary="Five classic deep-learning models, trained offline with Keras and served over HTTP.",
@@ -56,12 +66,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ready = False
     install_error_handlers(app)
     install_docs(app)
-    for module in (health, metrics, models, runs, classify):
+    for module in (health, metrics, models, runs, admin, classify):
         app.include_router(module.router)
     if settings.BENCHMARK_BASELINES:
         app.include_router(baseline.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.MAX_BODY_BYTES,
                        read_timeout=settings.BODY_READ_TIMEOUT_S)
+    if settings.CORS_ORIGINS:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.CORS_ORIGINS, allow_methods=["GET", "POST"],
+                           allow_headers=["*"], expose_headers=["X-Request-ID"])
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -138,13 +138,13 @@ def free_port() -> int:
 class Server:
     """uvicorn in a subprocess, on loopback, with its own data dir."""
 
-    def __init__(self, model_dir: Path, batching: bool):
+    def __init__(self, model_dir: Path, batching: bool, **settings: str):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.data_dir = tempfile.mkdtemp(prefix="labnets-bench-")
         env = {**os.environ, "MODEL_DIR": str(model_dir), "DATA_DIR": self.data_dir, "DEVICE": "cpu",
                "BENCHMARK_BASELINES": "true", "BATCHING": str(batching).lower(), "LOG_LEVEL": "WARNING",
-               "TF_CPP_MIN_LOG_LEVEL": "2"}
+               "TF_CPP_MIN_LOG_LEVEL": "2", **settings}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port),
              "--no-access-log", "--log-level", "warning"],

@@ -19,6 +19,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorPublic, "description": text}
     for code, text in {
         400: "Bad request",
+        401: "Missing or wrong API key",
+        403: "Admin endpoints are disabled (no ADMIN_API_KEY configured)",
         404: "Unknown model, version or resource",
         413: "Upload or body over a size limit",
         415: "Unsupported media type",

@@ -126,3 +126,8 @@ def import_record(session: Session, record: dict[str, Any]) -> bool:
     session.add(Run(**values))
     session.commit()
     return True
+
+
+def delete_run(session: Session, run: Run) -> None:
+    session.delete(run)
+    session.commit()

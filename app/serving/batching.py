@@ -99,6 +99,10 @@ class DynamicBatcher:
                 return False
         return self._queue.popleft()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     async def close(self) -> None:
         """Stop taking requests, answer everything already queued, then stop the worker."""
         self._closed = True

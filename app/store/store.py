@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ class LoadedModel:
         """Run a prepared batch off the event loop, gathered with other requests' when batching is on."""
         if tuple(batch.shape[1:]) != self.compiled.input_shape:
             raise BadInput(f"input of shape {tuple(batch.shape[1:])} does not fit {self.name}'s {self.compiled.input_shape}")
-        if self.batcher is None:
+        if self.batcher is None or self.batcher.closed:  # closed: replaced by a reload mid-request
             return await anyio.to_thread.run_sync(self.compiled, batch)
         return await self.batcher.submit(batch)
 
@@ -70,6 +71,8 @@ def load_version(path: Path, device: str, batching: BatchingPolicy = no_batching
     """Load and warm one version folder; refuse it if its weights are not what the manifest says."""
     started = time.perf_counter()
     manifest = read_manifest(path)
+    if (manifest.name, str(manifest.version)) != (path.parent.name, path.name):
+        raise ValueError(f"manifest says {manifest.name}/{manifest.version} but lies in {path.parent.name}/{path.name}")
     weights = path / MODEL_FILE
     if manifest.artifact_sha256 and file_sha256(weights) != manifest.artifact_sha256:
         raise ValueError(f"{weights} does not match the sha256 in its manifest")
@@ -91,11 +94,43 @@ class ModelStore:
     batching: BatchingPolicy = no_batching
     loaded: dict[str, dict[int, LoadedModel]] = field(default_factory=dict)
     failures: dict[str, dict[int, str]] = field(default_factory=dict)
+    retired: list[LoadedModel] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def load_all(self) -> None:
-        for name in model_names(self.model_dir):
-            for version in complete_versions(self.model_dir, name):
-                self.load(name, version)
+        self.refresh()
+
+    def refresh(self, name: str | None = None, force: bool = False) -> dict[str, list[str]]:
+        """Bring the loaded versions in line with the folders on disk.
+
+        New versions are loaded beside the served one and swapped in only once warm; versions whose
+        folder disappeared are dropped; `force` reloads every version (and retries refused ones).
+        Replaced models go to `retired`, for the caller to close once their requests are answered.
+        """
+        report: dict[str, list[str]] = {"loaded": [], "refused": [], "unloaded": []}
+        with self._lock:
+            names = [name] if name else sorted(set(model_names(self.model_dir)) | set(self.loaded))
+            for model in names:
+                on_disk = complete_versions(self.model_dir, model)
+                for version in on_disk:
+                    known = version in self.loaded.get(model, {}) or version in self.failures.get(model, {})
+                    if force or not known:
+                        ok = self.load(model, version)
+                        report["loaded" if ok else "refused"].append(f"{model}/{version}")
+                for version in sorted(set(self.loaded.get(model, {})) - set(on_disk)):
+                    self._unload(model, version)
+                    report["unloaded"].append(f"{model}/{version}")
+                for version in set(self.failures.get(model, {})) - set(on_disk):
+                    self.failures[model].pop(version)
+                if not self.loaded.get(model) and not self.failures.get(model):
+                    self.loaded.pop(model, None)
+                    self.failures.pop(model, None)
+        return report
+
+    def _unload(self, name: str, version: int) -> None:
+        versions = dict(self.loaded.get(name, {}))
+        self.retired.append(versions.pop(version))
+        self.loaded = {**self.loaded, name: versions}
 
     def load(self, name: str, version: int) -> LoadedModel | None:
         """Load one version beside the others; a broken version is logged and reported, not fatal."""
@@ -107,8 +142,11 @@ class ModelStore:
             self.failures.setdefault(name, {})[version] = f"{type(error).__name__}: {error}"
             return None
         self.failures.get(name, {}).pop(version, None)
+        previous = self.loaded.get(name, {}).get(version)
         # Replace the mapping rather than mutate it, so readers always see a whole one.
         self.loaded = {**self.loaded, name: {**self.loaded.get(name, {}), version: model}}
+        if previous is not None:
+            self.retired.append(previous)
         metrics.MODEL_LOAD_SECONDS.labels(name, str(version)).set(model.load_seconds)
         log.info("loaded %s version %s in %.2fs", name, version, model.load_seconds)
         return model
@@ -132,12 +170,20 @@ class ModelStore:
 
     def names(self, task: str | None = None) -> list[str]:
         return sorted(
-            name for name in self.loaded
-            if task is None or self.get(name).manifest.task == task
+            name for name, versions in self.loaded.items()
+            if versions and (task is None or self.get(name).manifest.task == task)
         )
+
+    async def close_retired(self) -> None:
+        """Stop the batchers of replaced models; requests still holding them run unbatched."""
+        retired, self.retired = self.retired, []
+        for model in retired:
+            if model.batcher is not None:
+                await model.batcher.close()
 
     async def close(self) -> None:
         """Answer every queued request, then stop the batchers."""
+        await self.close_retired()
         for versions in self.loaded.values():
             for model in versions.values():
                 if model.batcher is not None:

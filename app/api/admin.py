@@ -1,0 +1,64 @@
+"""Endpoints that change state; every one requires the admin API key."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Response
+from pydantic import BaseModel, Field
+
+from app.api.auth import require_admin
+from app.api.deps import SessionDep, StoreDep
+from app.api.runs import RunId, RunPublic, find_run, to_public
+from app.api.schemas import ERROR_RESPONSES
+from app.errors import NotFound
+from app.runs import registry
+from app.store.layout import model_names
+from app.store.watch import refresh_store
+
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses={code: ERROR_RESPONSES[code] for code in (401, 403, 404, 422)},
+)
+
+
+class ReloadReport(BaseModel):
+    loaded: list[str] = Field(description="Versions loaded (or reloaded) and now servable, as name/version.")
+    refused: list[str] = Field(description="Versions that failed to load; the previous ones keep serving.")
+    unloaded: list[str] = Field(description="Versions whose folders disappeared.")
+
+
+class RunLabel(BaseModel):
+    label: str | None = Field(None, max_length=128, description="A free-form label; null clears it.")
+
+
+@router.post("/models/reload", response_model=ReloadReport)
+async def reload_models(store: StoreDep, force: bool = False) -> ReloadReport:
+    """Pick up new or removed versions of every model now (force: reload all of them)."""
+    return ReloadReport(**await refresh_store(store, force=force))
+
+
+@router.post("/models/{name}/reload", response_model=ReloadReport)
+async def reload_model(
+    name: Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")], store: StoreDep, force: bool = False
+) -> ReloadReport:
+    """Pick up new or removed versions of one model now (force: reload all of them)."""
+    if name not in store.loaded and name not in store.failures and name not in model_names(store.model_dir):
+        raise NotFound(f"no model '{name}' in the store")
+    return ReloadReport(**await refresh_store(store, name, force))
+
+
+@router.patch("/runs/{run_id}", response_model=RunPublic)
+def relabel_run(run_id: RunId, body: RunLabel, session: SessionDep) -> RunPublic:
+    """Set or clear a run's label."""
+    find_run(session, run_id)
+    return to_public(registry.update_run(session, run_id, label=body.label))
+
+
+@router.delete("/runs/{run_id}", status_code=204, response_class=Response)
+def delete_run(run_id: RunId, session: SessionDep) -> Response:
+    """Delete a run record (its model version, if any, stays in the store)."""
+    registry.delete_run(session, find_run(session, run_id))
+    return Response(status_code=204)
