@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> str:
             f'wrk.method = "POST"\nlocal f = io.open("{workdir / "body.bin"}", "rb")\nwrk.body = f:read("*a")\n'
             f'f:close()\nwrk.headers["Content-Type"] = "{kind}"\n')
         load = subprocess.Popen(
-            ["wrk", "-t1", "-c8", f"-d{args.duration}s", "--latency", "-s", str(workdir / "load.lua"),
+            ["wrk", "-t1", "-c8", f"-d{args.duration}s", "--timeout", "10s", "--latency", "-s", str(workdir / "load.lua"),
              f"{server.base}/classify?model=digits"], stdout=subprocess.PIPE, text=True)
         started = time.time()
         runs_before = len(runs(server.base))
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> str:
         "| check | result |",
         "|---|---|",
         f"| requests sent by the load generator | {requests_sent} ({load_result.rps:.0f} req/s, p99 {load_result.p99_ms:.0f} ms) |",
-        f"| non-2xx answers to the load | {load_result.errors} |",
+        f"| non-2xx answers or socket errors in the load | {load_result.errors} (socket errors: {load_result.extra['socket_errors']}) |",
         f"| forced reloads of every model under load | {len(reload_statuses)} (statuses {sorted(set(reload_statuses))}) |",
         f"| server RSS before reloads / after reloads / at the end, MiB | {rss_before:.0f} / {rss_after_reloads:.0f} / {rss_end:.0f} |",
         f"| training run killed with SIGKILL mid-epoch | `{killed_id[:8]}`: status `{final_runs.get(killed_id, {}).get('status')}`, "
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.faults", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=60, help="Seconds of load.")
-    parser.add_argument("--reloads", type=int, default=10)
+    parser.add_argument("--reloads", type=int, default=30)
     parser.add_argument("--model-dir", type=Path, default=REPO_ROOT / "models")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "docs" / "faults.md")
     args = parser.parse_args(argv)

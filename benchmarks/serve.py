@@ -194,7 +194,8 @@ def wrk(base: str, request: Request, connections: int, duration: float, workdir:
         lines += [f'local f = io.open("{body_path}", "rb")', "wrk.body = f:read(\"*a\")", "f:close()",
                   f'wrk.headers["Content-Type"] = "{request.content_type}"']
     script.write_text("\n".join(lines) + "\n")
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script),
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s", "--latency",
+               "-s", str(script),
                base + request.path]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return parse_wrk(output)
@@ -212,9 +213,10 @@ def parse_wrk(output: str) -> Result:
     errors = 0
     if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
         errors += int(match.group(1))
+    socket_errors = 0
     if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
-        errors += sum(int(g) for g in match.groups())
-    return Result("", rps, p50, p99, errors)
+        socket_errors = sum(int(g) for g in match.groups())
+    return Result("", rps, p50, p99, errors + socket_errors, {"socket_errors": socket_errors})
 
 
 def histogram_delta(before: dict[str, float], after: dict[str, float]) -> str:
