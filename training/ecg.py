@@ -45,6 +45,7 @@ RECORD_LENGTH = 140
 SPLIT_FRACTIONS = {"train": 0.6, "validation": 0.2, "test": 0.2}
 SPLIT_SEED = 2024  # fixed apart from the training seed: every run sees the same test beats
 TARGETS = {"roc_auc": 0.98, "accuracy": 0.97}
+SWEEP_MULTIPLES = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)  # of the shipped threshold, for the report
 THRESHOLD_RULE = (
     "the midpoint between consecutive validation reconstruction errors that gives the highest "
     "accuracy on the validation split (normal and anomalous beats); ties go to the middle one"
@@ -217,13 +218,22 @@ def train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def evaluate(settings: Settings, version: int | None) -> dict[str, Any]:
-    """Test-split metrics at the shipped threshold; redraws the test plots into the version's plots."""
+    """Test-split metrics at the shipped threshold, and how they move with it (validation beside test).
+
+    Redraws the test plots into the version's plots folder, where its run serves them.
+    """
     model, manifest = load_stored(settings, NAME, version)
-    records, classes = load_ecg(settings)["test"]
-    labels = is_anomalous(classes)
+    splits = load_ecg(settings)
+    records, labels = splits["test"][0], is_anomalous(splits["test"][1])
+    val_records, val_labels = splits["validation"][0], is_anomalous(splits["validation"][1])
     threshold = float(manifest.model_extra["threshold"])
     errors, reconstructions = reconstruct(model, records, manifest.preprocessing)
+    val_errors, _ = reconstruct(model, val_records, manifest.preprocessing)
     metrics = {"model": NAME, "version": manifest.version, **detection_metrics(errors, labels, threshold)}
+    metrics["threshold_rule"] = manifest.model_extra.get("threshold_rule", {}).get("rule")
+    metrics["threshold_sweep"] = threshold_table(
+        (val_errors, val_labels), (errors, labels), {f"{m:g}x": m * threshold for m in SWEEP_MULTIPLES}
+    )
     draw_test_plots(records, reconstructions, errors, labels, threshold,
                     version_dir(settings.MODEL_DIR, NAME, manifest.version) / PLOTS_DIR)
     store_evaluation(settings, manifest, metrics)
