@@ -174,7 +174,7 @@ def test_one_record_scores_like_the_model(ecg_client, manifest):
     body = response.json()
     assert body["model"] == "ecg" and body["version"] == 1 and body["count"] == 1
     assert body["threshold"] == manifest.model_extra["threshold"] and body["threshold_source"] == "model"
-    assert "validation" in body["threshold_rule"]
+    assert body["threshold_rule"] == "max_validation_accuracy"
     [result] = body["results"]
     assert result["error"] == pytest.approx(expected_errors(ecg_client, record[None])[0], rel=1e-5)
     assert result["error_ratio"] == pytest.approx(result["error"] / body["threshold"])

@@ -36,7 +36,7 @@ class AnomalyScores(BaseModel):
     version: int
     threshold: float
     threshold_source: Literal["model", "request"]
-    threshold_rule: str | None = Field(None, description="How the model's own threshold was chosen.")
+    threshold_rule: str | None = Field(None, description="The rule that chose the model's threshold.")
     count: int
     anomalies: int
     results: list[RecordScore]
@@ -47,8 +47,9 @@ def anomaly_model_threshold(manifest: Manifest) -> float:
 
 
 def threshold_rule(manifest: Manifest) -> str | None:
+    """The rule's short name; its full description is in the version's manifest.json."""
     rule = (manifest.model_extra or {}).get("threshold_rule") or {}
-    return rule.get("description") if isinstance(rule, dict) else str(rule)
+    return rule.get("rule") if isinstance(rule, dict) else str(rule)
 
 
 def score_results(
