@@ -261,10 +261,12 @@ def record_text(position: int, literal: str) -> str:
         ('{"beats": []}', 'either "records"'),
         ("42", "must be an object"),
         ('{"record": [1, 2', "not valid JSON"),
+        ('{"record": [' + "9" * 5000 + "]}", "not valid JSON"),
+        ('{"record": [' + "[" * 30_000, "not valid JSON"),
         ("", "not valid JSON"),
     ],
     ids=["short", "batch-short", "nan", "inf", "neg-inf", "overflow", "big-int", "string", "bool", "null",
-         "not-a-list", "empty-batch", "empty-array", "record-not-list", "no-key", "scalar", "truncated", "empty"],
+         "not-a-list", "empty-batch", "empty-array", "record-not-list", "no-key", "scalar", "truncated", "huge-int", "deep-nesting", "empty"],
 )
 def test_bad_json_is_422_naming_the_record(ecg_client, text, words):
     assert_error(raw_json(ecg_client, text), 422, words)

@@ -76,30 +76,32 @@ def _check_length(values: list[Any], length: int, name: str) -> None:
         raise BadInput(f"{name} has {len(values)} values; expected {length}")
 
 
-def json_records(payload: Any, length: int, max_records: int) -> np.ndarray:
-    """A parsed JSON body → (n, length) float array, or a BadInput/TooLarge naming the record."""
+def _batch_of(payload: Any) -> tuple[list[Any], bool]:
+    """The list of records a JSON body holds, and whether it was sent as a batch."""
     if isinstance(payload, dict):
         keys = [key for key in ("records", "record") if key in payload]
         if len(keys) != 1:
             raise BadInput('the JSON body must hold either "records" (a list of records) or "record" (one record)')
-        key = keys[0]
-        if not isinstance(payload[key], list):
-            raise BadInput(f'"{key}" must be a list, not {type(payload[key]).__name__}')
-        batch = payload[key] if key == "records" else [payload[key]]
-    elif isinstance(payload, list):
-        if not payload:
-            raise BadInput("empty batch: send at least one record")
-        key = "records" if payload and isinstance(payload[0], list) else "record"
-        batch = payload if key == "records" else [payload]
-    else:
-        raise BadInput('the JSON body must be an object with "records" or "record", or an array')
+        value = payload[keys[0]]
+        if not isinstance(value, list):
+            raise BadInput(f'"{keys[0]}" must be a list, not {type(value).__name__}')
+        return (value, True) if keys[0] == "records" else ([value], False)
+    if isinstance(payload, list):
+        is_batch = not payload or isinstance(payload[0], list)
+        return (payload, True) if is_batch else ([payload], False)
+    raise BadInput('the JSON body must be an object with "records" or "record", or an array')
+
+
+def json_records(payload: Any, length: int, max_records: int) -> np.ndarray:
+    """A parsed JSON body → (n, length) float array, or a BadInput/TooLarge naming the record."""
+    batch, is_batch = _batch_of(payload)
     if not batch:
         raise BadInput("empty batch: send at least one record")
     if len(batch) > max_records:
         raise TooLarge(f"{len(batch)} records in one request; the limit is {max_records}")
     rows = np.empty((len(batch), length), dtype=np.float64)
     for index, record in enumerate(batch):
-        name = "record" if key == "record" else f"records[{index}]"
+        name = f"records[{index}]" if is_batch else "record"
         if not isinstance(record, list):
             raise BadInput(f"{name} is {_describe(record)}, not a list of {length} numbers")
         _check_length(record, length, name)
@@ -115,7 +117,7 @@ def _keep_constant(name: str) -> float:
 def parse_json_records(body: bytes, length: int, max_records: int) -> np.ndarray:
     try:
         payload = json.loads(body, parse_constant=_keep_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except ValueError as error:  # JSONDecodeError, bad UTF-8, or an integer over Python's digit limit
         raise BadInput(f"the body is not valid JSON: {error}") from None
     except RecursionError:
         raise BadInput("the body is not valid JSON: nested too deeply") from None
