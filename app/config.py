@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     MAX_K: int = 100
     MAX_BODY_BYTES: int = 64 * 1024 * 1024
     BODY_READ_TIMEOUT_S: float = 30.0
+    MAX_RECORDS_PER_REQUEST: int = Field(1000, description="Records (rows) in one /anomaly request.")
+    MAX_RECORDS_BYTES: int = Field(8 * 1024 * 1024, description="An /anomaly JSON body or CSV upload.")
 
     # Inference runtime.
     BATCHING: bool = Field(True, description="Gather concurrent requests into one model call.")

@@ -12,7 +12,7 @@ import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import admin, baseline, classify, health, metrics, models, runs
+from app.api import admin, anomaly, baseline, classify, health, metrics, models, runs
 from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.config import Settings, get_settings
@@ -25,6 +25,17 @@ from app.store.store import ModelStore
 from app.store.watch import watch_store
 
 log = logging.getLogger("app")
+
+# Every router of the service; a new endpoint module adds one line here.
+ROUTERS = (
+    health.router,
+    metrics.router,
+    models.router,
+    runs.router,
+    admin.router,
+    classify.router,
+    anomaly.router,
+)
 
 
 @asynccontextmanager
@@ -66,8 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ready = False
     install_error_handlers(app)
     install_docs(app)
-    for module in (health, metrics, models, runs, admin, classify):
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
     if settings.BENCHMARK_BASELINES:
         app.include_router(baseline.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.MAX_BODY_BYTES,

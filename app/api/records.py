@@ -1,0 +1,200 @@
+"""Reading numeric records (JSON or CSV) from a request within the limits, naming any bad record.
+
+JSON: `{"records": [[...], ...]}` or `{"record": [...]}` (or a bare array of either). CSV: one record
+per line, comma- or tab-separated, as a multipart upload in the `file` field or a `text/csv` body.
+Errors name the record the way the client wrote it: `records[3][17]` in JSON, `line 4, column 18`
+in CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from typing import Any
+
+import anyio
+import numpy as np
+from fastapi import Request
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from app.config import Settings
+from app.errors import BadInput, TooLarge, Unsupported
+
+CSV_FIELD = "file"
+CSV_TYPES = ("text/csv", "text/plain", "application/csv")
+
+# The request body the OpenAPI page shows: the route reads the body itself to accept both forms.
+RECORDS_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"type": "object", "properties": {"records": {"type": "array", "items": {
+                            "type": "array", "items": {"type": "number"}}}}, "required": ["records"]},
+                        {"type": "object", "properties": {"record": {"type": "array", "items": {
+                            "type": "number"}}}, "required": ["record"]},
+                    ]
+                },
+                "example": {"record": [0.0] * 4},
+            },
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {CSV_FIELD: {"type": "string", "format": "binary"}},
+                           "required": [CSV_FIELD]},
+            },
+            "text/csv": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _as_number(value: Any, where: str) -> float:
+    # bool is an int in Python, and numpy would turn "1.5" into a number: reject both explicitly.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadInput(f"{where}: {_describe(value)} is not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise BadInput(f"{where}: {'NaN' if math.isnan(number) else 'Infinity'} is not allowed; "
+                       "every value must be a finite number")
+    return number
+
+
+def _check_length(values: list[Any], length: int, name: str) -> None:
+    if len(values) != length:
+        raise BadInput(f"{name} has {len(values)} values; expected {length}")
+
+
+def _batch_of(payload: Any) -> tuple[list[Any], bool]:
+    """The list of records a JSON body holds, and whether it was sent as a batch."""
+    if isinstance(payload, dict):
+        keys = [key for key in ("records", "record") if key in payload]
+        if len(keys) != 1:
+            raise BadInput('the JSON body must hold either "records" (a list of records) or "record" (one record)')
+        value = payload[keys[0]]
+        if not isinstance(value, list):
+            raise BadInput(f'"{keys[0]}" must be a list, not {type(value).__name__}')
+        return (value, True) if keys[0] == "records" else ([value], False)
+    if isinstance(payload, list):
+        is_batch = not payload or isinstance(payload[0], list)
+        return (payload, True) if is_batch else ([payload], False)
+    raise BadInput('the JSON body must be an object with "records" or "record", or an array')
+
+
+def json_records(payload: Any, length: int, max_records: int) -> np.ndarray:
+    """A parsed JSON body → (n, length) float array, or a BadInput/TooLarge naming the record."""
+    batch, is_batch = _batch_of(payload)
+    if not batch:
+        raise BadInput("empty batch: send at least one record")
+    if len(batch) > max_records:
+        raise TooLarge(f"{len(batch)} records in one request; the limit is {max_records}")
+    rows = np.empty((len(batch), length), dtype=np.float64)
+    for index, record in enumerate(batch):
+        name = f"records[{index}]" if is_batch else "record"
+        if not isinstance(record, list):
+            raise BadInput(f"{name} is {_describe(record)}, not a list of {length} numbers")
+        _check_length(record, length, name)
+        rows[index] = [_as_number(value, f"{name}[{position}]") for position, value in enumerate(record)]
+    return rows
+
+
+def _keep_constant(name: str) -> float:
+    """Python's JSON parser accepts NaN and Infinity (JSON has neither); keep them so the record is named."""
+    return float(name.replace("Infinity", "inf"))
+
+
+def parse_json_records(body: bytes, length: int, max_records: int) -> np.ndarray:
+    try:
+        payload = json.loads(body, parse_constant=_keep_constant)
+    except ValueError as error:  # JSONDecodeError, bad UTF-8, or an integer over Python's digit limit
+        raise BadInput(f"the body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise BadInput("the body is not valid JSON: nested too deeply") from None
+    return json_records(payload, length, max_records)
+
+
+def _csv_number(cell: str, where: str) -> float:
+    text = cell.strip()
+    if not text:
+        raise BadInput(f"{where}: empty cell")
+    try:
+        return _as_number(float(text), where)
+    except ValueError:
+        raise BadInput(f"{where}: {_describe(text)} is not a number (no header row; one record per line)") from None
+
+
+def parse_csv_records(data: bytes, length: int, max_records: int) -> np.ndarray:
+    """CSV bytes → (n, length) float array; blank lines are skipped, anything else must be a record."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise BadInput(f"the CSV is not UTF-8 text: byte {error.start} cannot be decoded") from None
+    first_line = next((line for line in text.splitlines() if line.strip()), "")
+    delimiter = "\t" if "\t" in first_line else ","
+    rows: list[list[float]] = []
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        for cells in reader:
+            if not any(cell.strip() for cell in cells):
+                continue
+            line = reader.line_num
+            if len(rows) == max_records:
+                raise TooLarge(f"over {max_records} records in one request; the limit is {max_records}")
+            _check_length(cells, length, f"line {line}")
+            rows.append([_csv_number(cell, f"line {line}, column {column}") for column, cell in enumerate(cells, 1)])
+    except csv.Error as error:
+        raise BadInput(f"malformed CSV at line {reader.line_num}: {error}") from None
+    if not rows:
+        raise BadInput("empty batch: the CSV holds no records")
+    return np.asarray(rows, dtype=np.float64)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused (413) as soon as it grows past `limit`."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge(f"request body over the limit of {limit} bytes for records")
+    return bytes(body)
+
+
+async def read_csv_upload(request: Request, limit: int, max_files: int) -> bytes:
+    try:
+        form = await request.form(max_files=max_files, max_fields=max_files)
+    except HTTPException as error:  # starlette's 400 for a broken multipart body
+        raise BadInput(f"malformed multipart body: {error.detail}") from None
+    uploads = [value for value in form.getlist(CSV_FIELD) if isinstance(value, UploadFile)]
+    if len(uploads) != 1:
+        raise BadInput(f"send one CSV file in the '{CSV_FIELD}' field (got {len(uploads)})")
+    data = await uploads[0].read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"the CSV upload is over the limit of {limit} bytes")
+    return data
+
+
+async def read_records(request: Request, settings: Settings, length: int) -> np.ndarray:
+    """Every record of the request as an (n, length) float64 array, in the order sent."""
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    limit, max_records = settings.MAX_RECORDS_BYTES, settings.MAX_RECORDS_PER_REQUEST
+    if content_type == "multipart/form-data":
+        data = await read_csv_upload(request, limit, settings.MAX_FILES_PER_REQUEST)
+        return await anyio.to_thread.run_sync(parse_csv_records, data, length, max_records)
+    if content_type in CSV_TYPES:
+        data = await read_body(request, limit)
+        return await anyio.to_thread.run_sync(parse_csv_records, data, length, max_records)
+    if content_type == "application/json" or content_type.endswith("+json"):
+        data = await read_body(request, limit)
+        return await anyio.to_thread.run_sync(parse_json_records, data, length, max_records)
+    raise Unsupported(f"content type {content_type!r}: send JSON, a CSV upload (multipart 'file') or text/csv")
