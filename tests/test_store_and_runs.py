@@ -139,3 +139,33 @@ def test_batch_of_one_and_many_agree(two_versions):
     together = compiled(x)
     alone = np.concatenate([compiled(x[i : i + 1]) for i in range(5)])
     assert np.allclose(together, alone, atol=1e-6)
+
+
+def test_sigterm_fails_the_run_cleanly(tmp_path):
+    import os
+    import signal
+
+    settings = make_settings(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        with TrainingRun("tiny", settings, params={}, seed=1, dataset="x") as run:
+            os.kill(os.getpid(), signal.SIGTERM)
+    with open_registry(settings.database_url)() as session:
+        stored = registry.get_run(session, run.run_id)
+    assert stored.status == "failed" and "signal 15" in stored.error
+
+
+def test_a_half_written_backup_starts_the_stage_afresh(tmp_path):
+    settings = make_settings(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        with TrainingRun("tiny", settings, params={}, seed=1, dataset="x") as first:
+            fit_tiny(first, [StopAfter(2)])
+    for weights in (settings.DATA_DIR / "checkpoints/tiny/backup").rglob("*.h5"):
+        weights.write_bytes(b"half written")
+    with TrainingRun("tiny", settings, params={}, seed=1, dataset="x", resume=True) as second:
+        fit_tiny(second)
+    assert [row["epoch"] for row in second.history()] == [1, 2, 3]
+
+
+def test_published_models_carry_no_optimizer_state(two_versions):
+    model = keras.saving.load_model(two_versions.MODEL_DIR / "digits/1/model.keras", compile=False)
+    assert getattr(model, "optimizer", None) is None

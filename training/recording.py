@@ -8,8 +8,11 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
+import signal
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,42 @@ class EpochRecorder(keras.callbacks.Callback):
         self.run.record_epoch(row)
 
 
+def without_optimizer(model: keras.Model) -> keras.Model:
+    """A copy with the same weights and no optimizer state: what serving needs, a third of the size."""
+    try:
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        return copy
+    except Exception:  # subclassed models cannot be cloned: save them as they are
+        return model
+
+
+class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that starts afresh when a kill left its backup half-written."""
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        try:
+            super().on_train_begin(logs)
+        except (OSError, ValueError) as error:
+            print(f"the epoch backup in {self.backup_dir} is unreadable ({error}); starting this stage afresh")
+            shutil.rmtree(self.backup_dir, ignore_errors=True)
+            self._current_epoch = 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+
 class TrainingRun:
     """Context manager owning one run: opens or resumes it, records it, fails it on any error."""
 
@@ -72,7 +111,18 @@ class TrainingRun:
     # -- lifecycle --------------------------------------------------------------------------
     def __enter__(self) -> TrainingRun:
         state = self.checkpoint_dir / "state.json"
+        if state.is_file():
+            owner = json.loads(state.read_text()).get("pid")
+            if owner and owner != os.getpid() and _pid_alive(owner):
+                raise RuntimeError(
+                    f"another {self.model_name} run (pid {owner}) is training with {self.checkpoint_dir}; "
+                    "wait for it or use another DATA_DIR"
+                )
         keras.utils.set_random_seed(self.seed)
+        self._previous_sigterm = None
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM (from `timeout`, `kill`, a container stop) fails the run cleanly, like Ctrl-C.
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
         with self.sessions() as session:
             if self.resume and state.is_file():
                 self.run_id = json.loads(state.read_text())["run_id"]
@@ -87,11 +137,13 @@ class TrainingRun:
                 )
                 self.run_id = run.id
                 self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-                state.write_text(json.dumps({"run_id": self.run_id}))
+        state.write_text(json.dumps({"run_id": self.run_id, "pid": os.getpid()}))
         self.workdir.mkdir(parents=True, exist_ok=True)
         return self
 
     def __exit__(self, kind, error, tb) -> bool:
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
         if error is not None:
             message = "".join(traceback.format_exception_only(kind, error)).strip() or kind.__name__
             with self.sessions() as session:
@@ -112,7 +164,7 @@ class TrainingRun:
     def callbacks(self, stage: str | None = None) -> list[keras.callbacks.Callback]:
         """Record every epoch and keep a per-epoch backup, so `--resume` picks up where it stopped."""
         backup = self.checkpoint_dir / ("backup" if stage is None else f"backup-{stage}")
-        return [EpochRecorder(self, stage), keras.callbacks.BackupAndRestore(str(backup))]
+        return [EpochRecorder(self, stage), SafeBackupAndRestore(str(backup))]
 
     def record_epoch(self, row: dict[str, Any]) -> None:
         with self.sessions() as session:
@@ -135,7 +187,7 @@ class TrainingRun:
         """Write the version atomically (weights, manifest, run record, plots) and close the run."""
         plots = sorted(p.name for p in self.plots_dir.glob("*.png")) if self.plots_dir.is_dir() else []
         with new_version(self.settings.MODEL_DIR, self.model_name) as (staging, version):
-            model.save(staging / MODEL_FILE)
+            without_optimizer(model).save(staging / MODEL_FILE)
             digest = file_sha256(staging / MODEL_FILE)
             if plots:
                 shutil.copytree(self.plots_dir, staging / PLOTS_DIR)

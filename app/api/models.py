@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.api.deps import StoreDep
 from app.store.store import ModelStore
@@ -34,6 +34,7 @@ class ModelPublic(BaseModel):
     preprocessing: dict[str, Any]
     test_metrics: dict[str, Any]
     run_id: str | None
+    extra: dict[str, Any] = Field({}, description="Model-specific manifest fields (thresholds, rules, ...).")
     versions: list[VersionPublic]
 
 
@@ -65,6 +66,7 @@ def describe_model(store: ModelStore, name: str) -> ModelPublic:
         preprocessing=manifest.preprocessing if manifest else {},
         test_metrics=manifest.test_metrics if manifest else {},
         run_id=manifest.run_id if manifest else None,
+        extra=dict(manifest.model_extra or {}) if manifest else {},
         versions=sorted(versions, key=lambda v: v.version),
     )
 
