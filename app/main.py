@@ -15,6 +15,7 @@ from app.api.errors import install_error_handlers
 from app.config import Settings, get_settings
 from app.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
 from app.runs.db import open_registry
+from app.runs.registry import mark_stale_runs
 from app.runs.shipped import import_shipped_runs
 from app.serving.device import configure_device, configure_threads
 from app.store.store import ModelStore
@@ -31,6 +32,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.sessions = open_registry(settings.database_url)
     with app.state.sessions() as session:
         imported = import_shipped_runs(session, settings.MODEL_DIR)
+        mark_stale_runs(session, settings.RUN_STALE_AFTER_S)
     store = ModelStore(settings.MODEL_DIR, device, dict(settings.PINNED_VERSIONS), settings.batching_for)
     app.state.store = store
     await anyio.to_thread.run_sync(store.load_all)

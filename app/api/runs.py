@@ -43,6 +43,7 @@ class RunPublic(BaseModel):
     artifact_path: str | None
     artifact_sha256: str | None
     plots: list[str] | None
+    label: str | None = None
     plot_urls: list[str] = []
 
 

@@ -65,3 +65,4 @@ class Run(Base):
     host: Mapped[str | None] = mapped_column(String(255))
     pid: Mapped[int | None] = mapped_column(Integer)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    label: Mapped[str | None] = mapped_column(String(128))  # a human name for the run, editable
