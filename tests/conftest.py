@@ -83,7 +83,7 @@ PG_SOCKET_DIR = "/var/run/postgresql"
 
 def _psql_as_postgres(sql: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        ["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql],
         capture_output=True, text=True, timeout=60,
     )
 
@@ -105,11 +105,12 @@ def start_postgres() -> str | None:
     exists = _psql_as_postgres("SELECT 1 FROM pg_roles WHERE rolname = 'root'")
     if exists.returncode != 0:
         return f"cannot reach PostgreSQL as postgres: {exists.stderr.strip()}"
-    created = _psql_as_postgres(
-        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'root') "
-        "THEN CREATE ROLE root SUPERUSER LOGIN; END IF; END $$"
-    )
-    return None if created.returncode == 0 else f"cannot create the role root: {created.stderr.strip()}"
+    if exists.stdout.strip() == "1":
+        return None
+    created = _psql_as_postgres("CREATE ROLE root SUPERUSER LOGIN")
+    if created.returncode != 0 and "already exists" not in created.stderr:  # another session was quicker
+        return f"cannot create the role root: {created.stderr.strip()}"
+    return None
 
 
 @pytest.fixture(scope="session")
