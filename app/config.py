@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     TF_INTRA_OP_THREADS: int = Field(0, ge=0, description="Threads inside one op; 0 = TensorFlow's choice.")
     TF_INTER_OP_THREADS: int = Field(0, ge=0, description="Ops run in parallel; 0 = TensorFlow's choice.")
 
+    # Run registry.
+    RUN_STALE_AFTER_S: float = Field(
+        6 * 3600, gt=0, description="A running run with no heartbeat for this long is marked failed (stale)."
+    )
+
     @field_validator("MODEL_DIR", "DATA_DIR")
     @classmethod
     def _absolute(cls, path: Path) -> Path:

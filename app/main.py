@@ -19,6 +19,7 @@ from app.config import Settings, get_settings
 from app.logs import configure_logging
 from app.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
 from app.runs.db import open_registry
+from app.runs.registry import mark_stale_runs
 from app.runs.shipped import import_shipped_runs
 from app.serving.device import configure_device, configure_threads
 from app.store.store import ModelStore
@@ -47,12 +48,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.sessions = open_registry(settings.database_url)
     with app.state.sessions() as session:
         imported = import_shipped_runs(session, settings.MODEL_DIR)
+
+    def mark_stale() -> None:
+        with app.state.sessions() as session:
+            mark_stale_runs(session, settings.RUN_STALE_AFTER_S)
+
+    mark_stale()
     store = ModelStore(settings.MODEL_DIR, device, dict(settings.PINNED_VERSIONS), settings.batching_for)
     app.state.store = store
     await anyio.to_thread.run_sync(store.load_all)
     log.info("ready: %s on %s (%d shipped runs imported)", store.names(), device, imported)
     app.state.ready = True
-    watcher = asyncio.create_task(watch_store(store, settings.RELOAD_INTERVAL_S)) if settings.RELOAD_INTERVAL_S else None
+    watcher = None
+    if settings.RELOAD_INTERVAL_S:
+        watcher = asyncio.create_task(watch_store(store, settings.RELOAD_INTERVAL_S, housekeeping=mark_stale))
     yield
     app.state.ready = False
     if watcher is not None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
+import subprocess
+import uuid
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -72,3 +75,74 @@ def template_image(label: int) -> bytes:
     """A synthetic 'digit' of class `label` as a PNG, light ink on black like the training data."""
     templates = np.random.default_rng(TEMPLATE_SEED).random((10, 28, 28)) > 0.8
     return png_bytes((templates[label] * 255).astype(np.uint8))
+
+
+# -- the run registry on every backend ---------------------------------------------------------
+PG_SOCKET_DIR = "/var/run/postgresql"
+
+
+def _psql_as_postgres(sql: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def start_postgres() -> str | None:
+    """Start Debian's PostgreSQL cluster and give `root` a superuser role; None if that works, else why not."""
+    if shutil.which("pg_ctlcluster") is None or shutil.which("pg_lsclusters") is None:
+        return "PostgreSQL is not installed (no pg_ctlcluster; `apt-get install postgresql`)"
+    clusters = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True).stdout.split()
+    if len(clusters) < 4:
+        return "PostgreSQL is installed but has no cluster (pg_lsclusters lists none)"
+    version, name, status = clusters[0], clusters[1], clusters[3]
+    if os.geteuid() != 0:
+        return "the PostgreSQL tests start the server and create a role, which needs root"
+    if status != "online":
+        started = subprocess.run(["pg_ctlcluster", version, name, "start"], capture_output=True, text=True, timeout=120)
+        if started.returncode != 0:
+            return f"pg_ctlcluster {version} {name} start failed: {started.stderr.strip()}"
+    exists = _psql_as_postgres("SELECT 1 FROM pg_roles WHERE rolname = 'root'")
+    if exists.returncode != 0:
+        return f"cannot reach PostgreSQL as postgres: {exists.stderr.strip()}"
+    if exists.stdout.strip() == "1":
+        return None
+    created = _psql_as_postgres("CREATE ROLE root SUPERUSER LOGIN")
+    if created.returncode != 0 and "already exists" not in created.stderr:  # another session was quicker
+        return f"cannot create the role root: {created.stderr.strip()}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_schemas():
+    """A fresh PostgreSQL test database for the session, and a factory of empty schemas in it,
+    each given as a URL whose search_path points there. Skips, saying why, without a server.
+
+    The server is left running afterwards: another test session may be using it.
+    """
+    reason = start_postgres()
+    if reason:
+        pytest.skip(reason)
+    psycopg = pytest.importorskip("psycopg")
+    database = f"labnets_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"host={PG_SOCKET_DIR} dbname=postgres user=root", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{database}"')
+    counter = iter(range(1_000_000))
+
+    def new_schema() -> str:
+        schema = f"t{next(counter)}"
+        with psycopg.connect(f"host={PG_SOCKET_DIR} dbname={database} user=root", autocommit=True) as connection:
+            connection.execute(f'CREATE SCHEMA "{schema}"')
+        return f"postgresql+psycopg://root@/{database}?host={PG_SOCKET_DIR}&options=-csearch_path%3D{schema}"
+
+    yield new_schema
+    with psycopg.connect(f"host={PG_SOCKET_DIR} dbname=postgres user=root", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_url(request, tmp_path) -> str:
+    """A URL to an empty run registry, once on SQLite and once on PostgreSQL (skipped without one)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'runs.sqlite'}"
+    return request.getfixturevalue("postgres_schemas")()

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from app.api.auth import require_admin
 from app.api.deps import SessionDep, StoreDep
 from app.api.runs import RunId, RunPublic, find_run, to_public
-from app.api.schemas import ERROR_RESPONSES
+from app.api.schemas import error_responses
 from app.errors import NotFound
 from app.runs import registry
 from app.store.layout import model_names
@@ -20,7 +20,7 @@ router = APIRouter(
     prefix="/admin",
     tags=["admin"],
     dependencies=[Depends(require_admin)],
-    responses={code: ERROR_RESPONSES[code] for code in (401, 403, 404, 422)},
+    responses=error_responses(400, 401, 403, 404, 408, 413, 415, 422, 500, 503),
 )
 
 

@@ -6,7 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-router = APIRouter(tags=["health"])
+from app.api.schemas import error_responses
+
+router = APIRouter(tags=["health"], responses=error_responses(500))
 
 
 class HealthPublic(BaseModel):

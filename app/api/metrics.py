@@ -6,7 +6,9 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-router = APIRouter(tags=["health"])
+from app.api.schemas import error_responses
+
+router = APIRouter(tags=["health"], responses=error_responses(500))
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})

@@ -8,9 +8,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from app.api.deps import StoreDep
+from app.api.schemas import error_responses
 from app.store.store import ModelStore
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(prefix="/models", tags=["models"], responses=error_responses(500))
 
 
 class VersionPublic(BaseModel):

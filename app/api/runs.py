@@ -12,13 +12,13 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 
 from app.api.deps import SessionDep, SettingsDep
-from app.api.schemas import ERROR_RESPONSES
+from app.api.schemas import error_responses
 from app.errors import NotFound
 from app.runs import registry
 from app.runs.models import Run
 from app.store.manifest import PLOTS_DIR
 
-router = APIRouter(prefix="/runs", tags=["runs"], responses={404: ERROR_RESPONSES[404]})
+router = APIRouter(prefix="/runs", tags=["runs"], responses=error_responses(404, 422, 500))
 
 
 class RunPublic(BaseModel):
@@ -43,6 +43,7 @@ class RunPublic(BaseModel):
     artifact_path: str | None
     artifact_sha256: str | None
     plots: list[str] | None
+    label: str | None = None
     plot_urls: list[str] = []
 
 
@@ -65,12 +66,14 @@ def find_run(session, run_id: str) -> Run:
 
 
 RunId = Annotated[str, PathParam(max_length=64, pattern=r"^[0-9a-f]+$")]
+# Names as the store spells them; also keeps bytes PostgreSQL refuses in text (NUL) out of queries.
+ModelName = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
 
-@router.get("", response_model=RunsPublic, responses={422: ERROR_RESPONSES[422]})
+@router.get("", response_model=RunsPublic)
 def read_runs(
     session: SessionDep,
-    model: Annotated[str | None, Query(max_length=64)] = None,
+    model: ModelName = None,
     status: Annotated[str | None, Query(pattern="^(running|succeeded|failed)$")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
@@ -80,7 +83,7 @@ def read_runs(
     return RunsPublic(data=[to_public(run) for run in runs], count=total)
 
 
-@router.get("/{run_id}", response_model=RunPublic, responses={422: ERROR_RESPONSES[422]})
+@router.get("/{run_id}", response_model=RunPublic)
 def read_run(run_id: RunId, session: SessionDep) -> RunPublic:
     """One run with its per-epoch history, test metrics and plot links."""
     return to_public(find_run(session, run_id))
@@ -89,7 +92,7 @@ def read_run(run_id: RunId, session: SessionDep) -> RunPublic:
 @router.get(
     "/{run_id}/plots/{name}",
     response_class=FileResponse,
-    responses={200: {"content": {"image/png": {}}}, 422: ERROR_RESPONSES[422]},
+    responses={200: {"content": {"image/png": {}}}},
 )
 def read_run_plot(
     run_id: RunId, name: Annotated[str, PathParam(max_length=128)], session: SessionDep, settings: SettingsDep

@@ -15,18 +15,27 @@ class ErrorPublic(BaseModel):
     request_id: str | None = None
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorPublic, "description": text}
-    for code, text in {
-        400: "Bad request",
-        401: "Missing or wrong API key",
-        403: "Admin endpoints are disabled (no ADMIN_API_KEY configured)",
-        404: "Unknown model, version or resource",
-        413: "Upload or body over a size limit",
-        415: "Unsupported media type",
-        422: "Invalid input, with the reason",
-    }.items()
+ERROR_TEXTS: dict[int, str] = {
+    400: "Bad request",
+    401: "Missing or wrong API key",
+    403: "Admin endpoints are disabled (no ADMIN_API_KEY configured)",
+    404: "Unknown model, version or resource",
+    408: "The request body stalled for longer than BODY_READ_TIMEOUT_S",
+    413: "Upload or body over a size limit",
+    415: "Unsupported media type",
+    422: "Invalid input, with the reason",
+    500: "Internal error (a bug): no stack trace; the request id finds it in the logs",
+    503: "Not ready: models are loading or being swapped; retry shortly",
 }
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for these error statuses, all with the `ErrorPublic` body."""
+    return {code: {"model": ErrorPublic, "description": ERROR_TEXTS[code]} for code in codes}
+
+
+# Every error a public route taking an upload or a body can answer with.
+ERROR_RESPONSES = error_responses(400, 404, 408, 413, 415, 422, 500, 503)
 
 
 class ClassProbability(BaseModel):

@@ -11,6 +11,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from app.errors import BadInput, TooLarge, Unsupported
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
+HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # stretched to 0-255, not clipped
 # Our own pixel limit (a setting) is checked before decoding; PIL's is switched off so it
 # never turns a large-but-allowed image into a warning or its own error type.
 Image.MAX_IMAGE_PIXELS = None
@@ -57,14 +58,17 @@ def flatten_alpha(image: Image.Image, background: tuple[int, int, int] = (255, 2
 
 def to_gray(image: Image.Image) -> np.ndarray:
     """Any mode → float32 luminance in [0, 255]; high-bit-depth images are stretched to fit."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        values = np.asarray(image, dtype=np.float32)
+    if image.mode in HIGH_BIT_MODES:
+        values = np.asarray(image, dtype=np.float64)  # float64: a float image's range may overflow float32
         low, high = float(values.min()), float(values.max())
-        return (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+        if not np.isfinite([low, high]).all():
+            raise BadInput("the image has pixel values that are not finite numbers (NaN or infinity)")
+        stretched = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+        return stretched.astype(np.float32)
     return np.asarray(flatten_alpha(image).convert("L"), dtype=np.float32)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+    if image.mode in HIGH_BIT_MODES:
         return Image.fromarray(to_gray(image).astype(np.uint8)).convert("RGB")
     return flatten_alpha(image).convert("RGB")

@@ -6,11 +6,12 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+MIGRATION_LOCK_KEY = 0x6C61626E657473  # "labnets": a PostgreSQL advisory lock id of our own
 
 
 def make_engine(url: str) -> Engine:
@@ -30,13 +31,24 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def upgrade_schema(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision; old rows keep their data."""
+def upgrade_schema(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to `revision` (the newest by default); old rows keep their data."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
+        lock_for_migration(connection)
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
+
+
+def lock_for_migration(connection: Connection) -> None:
+    """One migrator at a time: the service and trainers starting together on an empty database
+    would otherwise all try to create the same tables. The lock lasts until the transaction ends;
+    whoever waits then finds the schema already at head."""
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock, waiting up to the busy timeout
+    elif connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
 
 
 def open_registry(url: str) -> sessionmaker[Session]:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.runs.models import Run
+
+log = logging.getLogger(__name__)
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 _DATETIME_FIELDS = ("started_at", "ended_at", "heartbeat_at")
@@ -89,15 +93,85 @@ def list_runs(
     session: Session, model: str | None = None, status: str | None = None,
     limit: int = 20, offset: int = 0,
 ) -> tuple[list[Run], int]:
-    """Newest first, with the total count for pagination."""
+    """Newest first, with the total count for pagination.
+
+    The count rides along with the page in one statement, so both come from the same snapshot
+    while trainers write (two statements could disagree: a total smaller than the page).
+    """
     query = select(Run)
     if model:
         query = query.where(Run.model == model)
     if status:
         query = query.where(Run.status == status)
-    total = session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = session.scalars(query.order_by(Run.started_at.desc()).limit(limit).offset(offset))
-    return list(rows), int(total or 0)
+    page = session.execute(
+        query.add_columns(func.count().over().label("total"))
+        .order_by(Run.started_at.desc(), Run.id)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    if page:
+        return [row.Run for row in page], int(page[0].total)
+    total = session.scalar(select(func.count()).select_from(query.subquery()))  # a page past the end
+    return [], int(total or 0)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this host still runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:  # Linux: the state letter follows the parenthesised command name
+        return stat.read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stale_reason(run: Run, now: datetime, stale_after_s: float, host: str) -> str | None:
+    """Why a `running` run is no longer running, or None if it may still be."""
+    if run.host == host and run.pid is not None and not process_alive(run.pid):
+        return f"stale: its process {run.pid} on {host} is gone"
+    last_sign = run.heartbeat_at or run.started_at
+    if now - _aware(last_sign) > timedelta(seconds=stale_after_s):
+        return f"stale: no heartbeat since {_aware(last_sign).isoformat()} (over {stale_after_s:g} s)"
+    return None
+
+
+def mark_stale_runs(session: Session, stale_after_s: float) -> list[str]:
+    """Mark failed every `running` run whose process died; returns their ids.
+
+    On this host a run is stale when its process is gone; on any host, when its heartbeat
+    (written each epoch) is older than `stale_after_s`. A host name is taken to mean one
+    process namespace. Each update only applies if the run is unchanged since it was read,
+    so a trainer that just wrote an epoch or resumed the run is never overwritten.
+    """
+    now, host = utcnow(), socket.gethostname()
+    marked = []
+    for run in session.scalars(select(Run).where(Run.status == RUNNING)).all():
+        reason = stale_reason(run, now, stale_after_s, host)
+        if reason is None:
+            continue
+        ended = _aware(run.heartbeat_at or run.started_at)  # its last sign of life
+        result = session.execute(
+            update(Run)
+            .where(Run.id == run.id, Run.status == RUNNING, _same(Run.pid, run.pid),
+                   _same(Run.host, run.host), _same(Run.heartbeat_at, run.heartbeat_at))
+            .values(status=FAILED, error=reason, ended_at=ended,
+                    duration_s=(ended - _aware(run.started_at)).total_seconds())
+            .execution_options(synchronize_session="fetch")  # loaded Run objects see the change
+        )
+        if result.rowcount:
+            marked.append(run.id)
+            log.warning("run %s (%s) marked failed: %s", run.id, run.model, reason)
+    session.commit()
+    return marked
+
+
+def _same(column: Any, value: Any) -> Any:
+    return column.is_(None) if value is None else column == value
 
 
 def _aware(moment: datetime) -> datetime:

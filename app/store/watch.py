@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import anyio
 
@@ -21,11 +22,14 @@ async def refresh_store(store: ModelStore, name: str | None = None, force: bool 
     return report
 
 
-async def watch_store(store: ModelStore, interval_s: float) -> None:
-    """Every `interval_s`, pick up new, changed or removed version folders; never crash the service."""
+async def watch_store(store: ModelStore, interval_s: float, housekeeping: Callable[[], None] | None = None) -> None:
+    """Every `interval_s`, pick up new, changed or removed version folders and run `housekeeping`
+    (marking dead training runs stale) in a worker thread; never crash the service."""
     while True:
         await asyncio.sleep(interval_s)
         try:
             await refresh_store(store)
+            if housekeeping is not None:
+                await anyio.to_thread.run_sync(housekeeping)
         except Exception:
-            log.exception("model store refresh failed; serving what is loaded")
+            log.exception("periodic store refresh failed; serving what is loaded")
