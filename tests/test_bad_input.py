@@ -85,7 +85,8 @@ def test_upload_over_the_size_limit_is_413(tmp_path, trained_settings):
 def test_body_over_the_request_limit_is_413(trained_settings):
     settings = trained_settings.model_copy(update={"MAX_BODY_BYTES": 2000})
     with TestClient(create_app(settings)) as small:
-        assert_error(post(small, b"\0" * 5000), 413, "request body")
+        body = assert_error(post(small, b"\0" * 5000), 413, "request body")
+        assert body["request_id"] and len(body["request_id"]) == 32
 
 
 def test_no_models_means_404_not_500(tmp_path):
