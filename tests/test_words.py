@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.preprocessing.words import tokenize
 from tests.conftest import make_settings
-from training.words import Corpus, build_cbow, train_cbow, train_on
+from training.words import Corpus, train_cbow, train_on
 from training.words.cbow import CBOW
 from training.words.corpus import pieces
 from training.words.export import build_serving_model, stored_vectors, write_projector, write_word2vec_text

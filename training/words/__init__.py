@@ -139,7 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full-softmax", action="store_true", help="Full softmax instead of negative sampling.")
     parser.add_argument("--learning-rate", type=float, default=0.025)
     parser.add_argument("--min-learning-rate", type=float, default=0.0001)
-    parser.add_argument("--batch-size", type=int, default=4096, help="Targets per SGD step.")
+    parser.add_argument("--batch-size", type=int, default=2048, help="Targets per SGD step.")
 
 
 def train(args: argparse.Namespace, settings: Settings) -> int:
