@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,12 @@ def train_cbow(corpus: Corpus, args: argparse.Namespace, callbacks: list[keras.c
     # The epoch to draw comes from the words already trained, so a resumed run draws new windows.
     dataset = stream.dataset(lambda: int(round(float(model.words_done.numpy()) / corpus.vocab.total)))
     progress = WordsProgress(model, corpus.vocab.total, corpus.vocab, wordsim, quiet=args.quiet)
-    model.fit(dataset, epochs=args.epochs, verbose=0, callbacks=[progress, *(callbacks or [])])
+    with warnings.catch_warnings():
+        # An epoch is one pass of the generator, whose length varies with subsampling: its end is
+        # expected, and the stream is deliberately in corpus order, like word2vec's.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
+        model.fit(dataset, epochs=args.epochs, verbose=0, callbacks=[progress, *(callbacks or [])])
     return model, progress.training_seconds
 
 
