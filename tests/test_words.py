@@ -72,6 +72,8 @@ def test_subsampling_keeps_rare_words_and_thins_frequent_ones_like_word2vec():
     assert keep[1] == 1.0
     assert keep[0] == pytest.approx((np.sqrt(990 / 10) + 1) * 10 / 990)
     assert vocab.keep_probabilities(0).tolist() == [1.0, 1.0]
+    share = 990**0.75 / (990**0.75 + 10**0.75)
+    np.testing.assert_allclose(vocab.noise_cdf(), [share, 1.0])
 
 
 def test_context_windows_on_an_exact_example():

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 
 from app.config import Settings
 from training.evaluation import load_stored, store_evaluation
@@ -105,9 +104,8 @@ class WordsProgress(keras.callbacks.Callback):
 
 
 def build_cbow(corpus: Corpus, args: argparse.Namespace) -> CBOW:
-    weights = corpus.vocab.counts.astype(np.float64) ** 0.75
     model = CBOW(
-        len(corpus.vocab), args.dim, window=args.window, noise_cdf=np.cumsum(weights) / weights.sum(),
+        len(corpus.vocab), args.dim, window=args.window, noise_cdf=corpus.vocab.noise_cdf(),
         total_words=float(corpus.vocab.total) * args.epochs, negative=args.negative,
         full_softmax=args.full_softmax, learning_rate=args.learning_rate,
         min_learning_rate=args.min_learning_rate, seed=args.seed,

@@ -57,8 +57,8 @@ class Vocabulary:
         probabilities = (np.sqrt(self.counts / threshold) + 1) * threshold / self.counts
         return np.minimum(probabilities, 1.0).astype(np.float32)
 
-    def noise_table(self, size: int = 10_000_000) -> np.ndarray:
-        """Word ids laid out in proportion to count^0.75: a uniform index into it draws a negative."""
+    def noise_cdf(self) -> np.ndarray:
+        """Cumulative count^0.75 distribution over word ids: a uniform draw in [0, 1) searched in it
+        is a noise word, as word2vec draws from its unigram table (without the 100M-entry table)."""
         weights = self.counts.astype(np.float64) ** NEGATIVE_POWER
-        ends = np.round(np.cumsum(weights) / weights.sum() * size).astype(np.int64)
-        return np.repeat(np.arange(len(self), dtype=np.int32), np.diff(np.concatenate([[0], ends])))
+        return np.cumsum(weights) / weights.sum()
