@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     MAX_IMAGE_PIXELS: int = 40_000_000
     MAX_FILES_PER_REQUEST: int = 32
     MAX_K: int = 100
+    MAX_ANALOGY_TERMS: int = 10  # positive + negative words in one /analogy query
     MAX_BODY_BYTES: int = 64 * 1024 * 1024
     BODY_READ_TIMEOUT_S: float = 30.0
     MAX_RECORDS_PER_REQUEST: int = Field(1000, description="Records (rows) in one /anomaly request.")

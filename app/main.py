@@ -12,7 +12,7 @@ import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import admin, anomaly, baseline, classify, health, metrics, models, runs
+from app.api import admin, anomaly, baseline, classify, health, metrics, models, runs, words
 from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.config import Settings, get_settings
@@ -36,6 +36,7 @@ ROUTERS = (
     admin.router,
     classify.router,
     anomaly.router,
+    words.router,
 )
 
 

@@ -11,6 +11,8 @@ from app.api.deps import StoreDep
 from app.api.schemas import error_responses
 from app.store.store import ModelStore
 
+LISTED_LABELS = 1000  # a 16k-word vocabulary would make /models a 250 KB answer
+
 router = APIRouter(prefix="/models", tags=["models"], responses=error_responses(500))
 
 
@@ -31,7 +33,8 @@ class ModelPublic(BaseModel):
     served_version: int | None
     device: str
     input_spec: dict[str, Any] | None
-    labels: list[str]
+    labels: list[str] = Field(description=f"The classes (or vocabulary), the first {LISTED_LABELS} of them.")
+    label_count: int
     preprocessing: dict[str, Any]
     test_metrics: dict[str, Any]
     run_id: str | None
@@ -63,7 +66,8 @@ def describe_model(store: ModelStore, name: str) -> ModelPublic:
         served_version=served,
         device=store.device,
         input_spec=manifest.input_spec.model_dump() if manifest else None,
-        labels=manifest.labels if manifest else [],
+        labels=manifest.labels[:LISTED_LABELS] if manifest else [],
+        label_count=len(manifest.labels) if manifest else 0,
         preprocessing=manifest.preprocessing if manifest else {},
         test_metrics=manifest.test_metrics if manifest else {},
         run_id=manifest.run_id if manifest else None,

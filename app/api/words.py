@@ -1,0 +1,154 @@
+"""GET /similar-words and GET /analogy: nearest words by cosine, answered by a words model in the store.
+
+The served model is one Dense layer whose kernel holds the unit word vectors (one column per word,
+in the order of the manifest's labels): a query vector in, the cosine with every word out, in one
+matrix product through `loaded.infer`. A word's query vector is its column of that kernel.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Annotated
+
+import keras
+import numpy as np
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from app.api.deps import SettingsDep, StoreDep
+from app.api.schemas import ERROR_RESPONSES
+from app.config import Settings
+from app.errors import BadInput, NotFound
+from app.preprocessing.words import tokenize
+from app.store.store import LoadedModel, ModelStore
+
+router = APIRouter(prefix="", tags=["words"], responses=ERROR_RESPONSES)
+
+COSINE_LAYER = "cosine"  # the layer training names; its kernel is (dim, vocab)
+MAX_WORD_CHARS = 64
+
+
+class WordScore(BaseModel):
+    word: str
+    score: float  # cosine similarity, -1..1
+
+
+class SimilarWords(BaseModel):
+    model: str
+    version: int
+    word: str
+    neighbours: list[WordScore]
+
+
+class AnalogyAnswer(BaseModel):
+    model: str
+    version: int
+    positive: list[str]
+    negative: list[str]
+    answers: list[WordScore]
+
+
+def words_model(store: ModelStore, model: str, version: int | None) -> LoadedModel:
+    loaded = store.get(model, version)
+    if loaded.manifest.task != "embedding":
+        raise NotFound(f"model '{model}' is not a word-embedding model (those are: {store.names('embedding')})")
+    return loaded
+
+
+def read_word(text: str, field: str) -> str:
+    """A query word read like the corpus was: lowercased, one word of letters."""
+    tokens = tokenize(text)
+    if not tokens:
+        raise BadInput(f"{field} '{text}' holds no word (letters) to look up")
+    if len(tokens) > 1:
+        raise BadInput(f"{field} '{text}' is {len(tokens)} words ({' '.join(tokens)}); give one word")
+    return tokens[0]
+
+
+def word_ids(words: list[str], vocabulary: list[str]) -> list[int]:
+    """Vocabulary positions; an unknown word is a 404 that offers close spellings."""
+    ids = []
+    for word in words:
+        try:
+            ids.append(vocabulary.index(word))
+        except ValueError:
+            close = difflib.get_close_matches(word, vocabulary, n=5, cutoff=0.6)
+            hint = f"; close spellings: {', '.join(close)}" if close else ""
+            raise NotFound(f"'{word}' is not in the vocabulary ({len(vocabulary):,} words){hint}") from None
+    return ids
+
+
+def word_vectors(loaded: LoadedModel, ids: list[int]) -> np.ndarray:
+    """The unit vectors of these words, (len(ids), dim): columns of the cosine layer's kernel."""
+    kernel = loaded.compiled.model.get_layer(COSINE_LAYER).kernel
+    return np.asarray(keras.ops.convert_to_numpy(keras.ops.take(kernel, np.asarray(ids), axis=1))).T
+
+
+def check_k(k: int, vocabulary: list[str], excluded: int, settings: Settings) -> int:
+    if k > settings.MAX_K:
+        raise BadInput(f"k={k} is over the limit of {settings.MAX_K}")
+    return min(k, len(vocabulary) - excluded)
+
+
+def top_words(scores: np.ndarray, vocabulary: list[str], exclude: list[int], k: int) -> list[WordScore]:
+    """The k best scores, best first, leaving out the query's own words."""
+    scores = scores.astype(np.float64, copy=True)
+    scores[exclude] = -np.inf
+    best = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    best = best[np.argsort(-scores[best], kind="stable")]
+    return [WordScore(word=vocabulary[i], score=round(float(scores[i]), 6)) for i in best]
+
+
+ModelQuery = Annotated[str, Query(max_length=64, description="A word-embedding model in /models.")]
+VersionQuery = Annotated[int | None, Query(ge=1, description="A specific version; default the served one.")]
+KQuery = Annotated[int, Query(ge=1, description="How many words to return (at most MAX_K).")]
+
+
+@router.get("/similar-words", response_model=SimilarWords)
+async def read_similar_words(
+    store: StoreDep,
+    settings: SettingsDep,
+    word: Annotated[str, Query(min_length=1, max_length=MAX_WORD_CHARS, description="One word.")],
+    k: KQuery = 10,
+    model: ModelQuery = "words",
+    version: VersionQuery = None,
+) -> SimilarWords:
+    """The k words nearest to a word by cosine similarity, best first."""
+    loaded = words_model(store, model, version)
+    vocabulary = loaded.manifest.labels
+    query = read_word(word, "word")
+    top_k = check_k(k, vocabulary, 1, settings)
+    ids = word_ids([query], vocabulary)
+    scores = np.asarray(await loaded.infer(word_vectors(loaded, ids)))[0]
+    return SimilarWords(model=model, version=loaded.version, word=query,
+                        neighbours=top_words(scores, vocabulary, ids, top_k))
+
+
+@router.get("/analogy", response_model=AnalogyAnswer)
+async def read_analogy(
+    store: StoreDep,
+    settings: SettingsDep,
+    positive: Annotated[list[str], Query(min_length=1, description="Words to add (repeat the parameter).")],
+    negative: Annotated[list[str], Query(description="Words to subtract (repeat the parameter).")] = [],  # noqa: B006
+    k: KQuery = 5,
+    model: ModelQuery = "words",
+    version: VersionQuery = None,
+) -> AnalogyAnswer:
+    """The words nearest to the sum of the positive words minus the negative ones (king - man + woman)."""
+    terms = len(positive) + len(negative)
+    if terms > settings.MAX_ANALOGY_TERMS:
+        raise BadInput(f"{terms} words given; an analogy takes at most {settings.MAX_ANALOGY_TERMS}")
+    loaded = words_model(store, model, version)
+    vocabulary = loaded.manifest.labels
+    plus = [read_word(w, "positive") for w in positive]
+    minus = [read_word(w, "negative") for w in negative]
+    top_k = check_k(k, vocabulary, len(set(plus + minus)), settings)
+    plus_ids, minus_ids = word_ids(plus, vocabulary), word_ids(minus, vocabulary)
+    vectors = word_vectors(loaded, plus_ids + minus_ids)
+    query = vectors[: len(plus_ids)].sum(axis=0) - vectors[len(plus_ids) :].sum(axis=0)
+    norm = float(np.linalg.norm(query))
+    if norm < 1e-6:
+        raise BadInput("the positive and negative words cancel out: there is nothing left to look up")
+    scores = np.asarray(await loaded.infer((query / norm)[None, :]))[0]
+    return AnalogyAnswer(model=model, version=loaded.version, positive=plus, negative=minus,
+                         answers=top_words(scores, vocabulary, plus_ids + minus_ids, top_k))
