@@ -43,6 +43,18 @@ def median_ms(call: Callable[[], Any], repeats: int, warmup: int = 3) -> float:
     return statistics.median(times) * 1000
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss over from
+    the parent across fork and exec, so a child would report at least the runner's own peak."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def loaded_versions() -> dict[str, str]:
     """Versions of the frameworks this process actually imported."""
     return {name: sys.modules[name].__version__ for name in VERSION_MODULES if name in sys.modules}
@@ -117,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             data = {key: archive[key] for key in archive.files}
         result = benchmark(module, data, args.epochs, args.seed)
     result.update(name=args.name, backend=keras_backend(), import_s=import_s, versions=loaded_versions(), load_average=os.getloadavg()[0],
-                  peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+                  peak_rss_mib=peak_rss_mib())
     print(json.dumps(result))
     return 0
 
