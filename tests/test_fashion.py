@@ -18,8 +18,11 @@ from app.errors import BadInput
 from app.main import create_app
 from app.preprocessing.fashion import prepare_fashion_item
 from app.preprocessing.resized import prepare_resized
+from app.runs import registry
+from app.runs.db import open_registry
 from app.store.manifest import read_manifest
 from tests.conftest import make_settings, png_bytes
+from training import fashion
 from training.classification import classification_report
 from training.fashion import LABELS, list_image_folder, load_image_folder, read_idx, split_indices, train, train_on
 from training.sources import archive_members
@@ -249,12 +252,19 @@ def synthetic_fashion(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return templates[labels].astype(np.float32) * 0.8 + rng.random((count, 28, 28, 1)).astype(np.float32) * 0.2, labels
 
 
-def test_a_fashion_model_serves_product_photos(tmp_path):
-    settings = make_settings(tmp_path)
+@pytest.fixture(scope="module")
+def fashion_store(tmp_path_factory):
+    """A tiny model published as `fashion`, prepared like Fashion-MNIST, trained on synthetic data."""
+    settings = make_settings(tmp_path_factory.mktemp("fashion"))
     data = {"train": synthetic_fashion(200, 1), "validation": synthetic_fashion(40, 2), "test": synthetic_fashion(50, 3)}
     args = folder_args(None, name="fashion", convolutions="1")
     train_on(data, LABELS, args, settings, dataset="synthetic", data_fingerprint="test",
              preprocessing={"kind": "fashion_item"}, description="tiny")
+    return settings, data
+
+
+def test_a_fashion_model_serves_product_photos(fashion_store):
+    settings, _ = fashion_store
     upload = png_bytes(product_photo())
     with TestClient(create_app(settings)) as client:
         body = client.post("/classify?model=fashion", files={"file": ("trousers.png", upload)}).json()
@@ -279,3 +289,19 @@ def test_classification_report_numbers():
     assert report["per_class"]["b"] == {"precision": 0.6667, "recall": 1.0, "f1": 0.8, "support": 2}
     assert report["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
     assert report["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+def test_evaluate_reports_and_stores_the_metrics(fashion_store, monkeypatch):
+    settings, data = fashion_store
+    monkeypatch.setattr(fashion, "load_fashion_mnist", lambda settings, seed=0: data)
+    metrics = fashion.evaluate(settings, None)
+    assert metrics["model"] == "fashion" and metrics["version"] == 1 and metrics["test_size"] == 50
+    assert set(metrics["per_class"]) == set(LABELS)
+    assert np.array(metrics["confusion_matrix"]).sum() == 50
+    manifest = read_manifest(settings.MODEL_DIR / "fashion" / "1")
+    assert metrics["test_accuracy"] == pytest.approx(manifest.test_metrics["test_accuracy"])
+    assert metrics["confusion_matrix_url"] == f"/runs/{manifest.run_id}/plots/confusion_matrix.png"
+    assert (settings.MODEL_DIR / "fashion" / "1" / "plots" / "confusion_matrix.png").is_file()
+    with open_registry(settings.database_url)() as session:
+        stored = registry.get_run(session, manifest.run_id).test_metrics["evaluation"]
+    assert stored["macro_f1"] == pytest.approx(metrics["macro_f1"])

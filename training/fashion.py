@@ -326,7 +326,7 @@ def evaluate(settings: Settings, version: int | None) -> dict[str, Any]:
     report = classification_report(y_test, probabilities, manifest.labels)
     plots = version_dir(settings.MODEL_DIR, NAME, manifest.version) / PLOTS_DIR
     plot_confusion_matrix(report["confusion_matrix"], manifest.labels, plots / CONFUSION_PLOT,
-                          title=f"{NAME} v{manifest.version}: confusion matrix, test set")
+                          title=f"{NAME}: confusion matrix, test set")  # as in training: same bytes
     metrics = {"model": NAME, "version": manifest.version, **report,
                "confusion_matrix_url": f"/runs/{manifest.run_id}/plots/{CONFUSION_PLOT}"}
     store_evaluation(settings, manifest, metrics)
