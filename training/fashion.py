@@ -22,6 +22,7 @@ from keras import layers
 from app.config import Settings
 from app.preprocessing.images import decode_image
 from app.preprocessing.resized import prepare_resized
+from app.runs import registry
 from app.store.layout import version_dir
 from app.store.manifest import PLOTS_DIR
 from training.classification import classification_report
@@ -218,6 +219,16 @@ def training_callbacks(run: TrainingRun, args: argparse.Namespace, best_weights:
 
 # --- training ------------------------------------------------------------------------------
 
+def record_resumed_params(run: TrainingRun, params: dict[str, Any]) -> None:
+    """A run resumed with other flags records them, and what they replaced, in its parameters."""
+    with run.sessions() as session:
+        earlier = dict(registry.get_run(session, run.run_id).params or {})
+    changed = {k: [earlier.get(k), v] for k, v in params.items() if k != "resumed_with" and earlier.get(k) != v}
+    if changed:
+        history = [*earlier.get("resumed_with", []), {"after_epoch": len(run.history()), "changed": changed}]
+        run.update(params={**earlier, **params, "resumed_with": history})
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="Train on a folder of images, one sub-folder per class, instead of Fashion-MNIST.")
@@ -259,6 +270,8 @@ def train_on(
     input_shape = list(x_train.shape[1:])
     with TrainingRun(args.name, settings, params=params, seed=args.seed, source=source, dataset=dataset,
                      data_fingerprint=data_fingerprint, resume=args.resume) as run:
+        if args.resume:
+            record_resumed_params(run, params)
         convolutions = tuple(int(n) for n in str(args.convolutions).split(","))
         build = lambda: build_model(input_shape, len(labels), args.width, convolutions,  # noqa: E731
                                     args.dense_units, args.dropout)
