@@ -283,7 +283,9 @@ def train_on(
             metrics=["accuracy"],
         )
         one_hot = lambda y: keras.utils.to_categorical(y, len(labels))  # noqa: E731  (label smoothing needs it)
-        batches = augmented_batches(x_train, one_hot(y_train), args.batch_size, args.max_shift, args.flip, args.seed)
+        # a resumed session draws new shuffles and shifts rather than replaying the first epochs' ones
+        data_seed = args.seed + len(run.history())
+        batches = augmented_batches(x_train, one_hot(y_train), args.batch_size, args.max_shift, args.flip, data_seed)
         best_weights = run.checkpoint_dir / "best.weights.h5"
         started = time.monotonic()
         model.fit(batches, validation_data=(validation[0], one_hot(validation[1])), epochs=args.epochs,
