@@ -237,7 +237,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--colour-mode", choices=("rgb", "grayscale"), default="rgb", help="For folder images.")
     parser.add_argument("--validation-fraction", type=float, default=0.15, help="Of a folder dataset.")
     parser.add_argument("--test-fraction", type=float, default=0.15, help="Of a folder dataset.")
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=28)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--width", type=int, default=32, help="Channels of the first block (doubled per block).")
@@ -251,7 +251,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-shift", type=int, default=2, help="Random shift augmentation, pixels.")
     parser.add_argument("--no-flip", dest="flip", action="store_false", help="No horizontal flips.")
     parser.add_argument("--patience", type=int, default=8, help="Early stopping, epochs without a better val loss.")
-    parser.add_argument("--plateau-patience", type=int, default=3, help="Epochs before halving the learning rate.")
+    parser.add_argument("--plateau-patience", type=int, default=1, help="Epochs before halving the learning rate.")
     parser.add_argument("--limit", type=int, default=None, help="Use only the first N training images.")
 
 
