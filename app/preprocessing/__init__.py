@@ -12,12 +12,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from app.preprocessing.fashion import prepare_fashion_item
 from app.preprocessing.mnist import prepare_digit
+from app.preprocessing.resized import prepare_resized
 
 ImagePreparer = Callable[..., np.ndarray]
 
 PREPARERS: dict[str, ImagePreparer] = {
     "mnist_digit": prepare_digit,
+    "fashion_item": prepare_fashion_item,
+    "resized": prepare_resized,
 }
 
 
