@@ -12,12 +12,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from app.preprocessing.imagenet import prepare_imagenet
 from app.preprocessing.mnist import prepare_digit
 
 ImagePreparer = Callable[..., np.ndarray]
 
 PREPARERS: dict[str, ImagePreparer] = {
     "mnist_digit": prepare_digit,
+    "imagenet": prepare_imagenet,
 }
 
 
