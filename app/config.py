@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     MAX_K: int = 100
     MAX_BODY_BYTES: int = 64 * 1024 * 1024
     BODY_READ_TIMEOUT_S: float = 30.0
+    MAX_DETECT_TILES: int = Field(
+        256, description="Tiles one /detect image may be cut into (256 tiles of 256 px ≈ 10 megapixels)."
+    )
 
     @field_validator("MODEL_DIR", "DATA_DIR")
     @classmethod

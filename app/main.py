@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
-from app.api import classify, health, models, runs
+from app.api import classify, detect, health, models, runs
 from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.config import Settings, get_settings
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ready = False
     install_error_handlers(app)
     install_docs(app)
-    for module in (health, models, runs, classify):
+    for module in (health, models, runs, classify, detect):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.MAX_BODY_BYTES,
                        read_timeout=settings.BODY_READ_TIMEOUT_S)

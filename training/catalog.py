@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from training import digits, imagenet
+from training import digits, imagenet, trees
 from training.spec import ModelSpec
 
-MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (digits.SPEC, imagenet.SPEC)}
+MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (digits.SPEC, imagenet.SPEC, trees.SPEC)}

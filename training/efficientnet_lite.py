@@ -78,22 +78,22 @@ def blocks() -> list[Block]:
     return result
 
 
-def _conv_bn_relu6(x, filters: int, kernel: int, stride: int, name: str, activate: bool = True):
+def conv_bn_relu6(x, filters: int, kernel: int, stride: int, name: str, activate: bool = True):
     x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
     return layers.ReLU(6.0, name=f"{name}_relu6")(x) if activate else x
 
 
-def _block(x, block: Block):
+def inverted_residual_block(x, block: Block):
     name = f"block{block.index}"
     inputs = x
     if block.expansion != 1:
-        x = _conv_bn_relu6(x, block.channels_in * block.expansion, 1, 1, f"{name}_expand")
+        x = conv_bn_relu6(x, block.channels_in * block.expansion, 1, 1, f"{name}_expand")
     x = layers.DepthwiseConv2D(block.kernel, strides=block.stride, padding="same", use_bias=False,
                                name=f"{name}_depthwise_conv")(x)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_depthwise_bn")(x)
     x = layers.ReLU(6.0, name=f"{name}_depthwise_relu6")(x)
-    x = _conv_bn_relu6(x, block.channels_out, 1, 1, f"{name}_project", activate=False)
+    x = conv_bn_relu6(x, block.channels_out, 1, 1, f"{name}_project", activate=False)
     if block.residual:
         x = layers.Add(name=f"{name}_add")([inputs, x])
     return x
@@ -104,10 +104,10 @@ def efficientnet_lite0(input_shape: tuple[int | None, int | None, int] = (224, 2
     """The network; with `include_top` it ends in 1,000 ImageNet probabilities (the `logits`
     layer before the softmax), without it in the 1,280-channel head features."""
     inputs = keras.Input(shape=input_shape, name="image")
-    x = _conv_bn_relu6(inputs, STEM_CHANNELS, 3, 2, "stem")
+    x = conv_bn_relu6(inputs, STEM_CHANNELS, 3, 2, "stem")
     for block in blocks():
-        x = _block(x, block)
-    x = _conv_bn_relu6(x, HEAD_CHANNELS, 1, 1, "head")
+        x = inverted_residual_block(x, block)
+    x = conv_bn_relu6(x, HEAD_CHANNELS, 1, 1, "head")
     if include_top:
         x = layers.GlobalAveragePooling2D(name="pool")(x)
         x = layers.Dense(NUM_CLASSES, name="logits")(x)
