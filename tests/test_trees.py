@@ -80,9 +80,11 @@ def test_iou_and_nms_on_exact_boxes():
 def test_encode_then_decode_returns_the_boxes():
     boxes = np.array([[10, 20, 50, 70], [100, 100, 130, 128], [200, 5, 250, 40]], np.float64)
     target = encode(boxes, (32, 32), 8)
-    assert target[..., 5].sum() == 3 and target[..., 0].max() == 1.0
+    assert (target[..., 5] == 1.0).sum() == 3 and (target[..., 5] == 0.5).sum() == 3 * 8
+    assert target[..., 0].max() == 1.0
     assert target[5, 3, 0] == 1.0 and target[5, 3, 5] == 1.0  # centre (30, 45) → cell row 5, col 3
     np.testing.assert_allclose(target[5, 3, 1:5], [30 / 8 - 3, 45 / 8 - 5, np.log(5), np.log(50 / 8)], rtol=1e-6)
+    np.testing.assert_allclose(target[6, 2, 1:3], [30 / 8 - 2, 45 / 8 - 6], rtol=1e-6)  # a neighbour cell
     decoded, scores = decode(target[..., :5], 8, 0.5)
     order = np.argsort(decoded[:, 0])
     np.testing.assert_allclose(decoded[order], boxes, atol=1e-4)

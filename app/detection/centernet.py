@@ -3,7 +3,10 @@ sub-cell offset of the centre and the log of its size, read at that cell.
 
 Model output per cell (channels): heat (sigmoid), offset x, offset y, log(w / stride), log(h / stride).
 Training target per cell: heat (a Gaussian around each centre), offset x, y, log w, log h, and a
-mask that is 1 at centre cells (where offset and size are learnt).
+weight for the geometry: 1 at the centre cell and 0.5 at the 8 cells around it (a centre cell is
+never taken by a neighbouring tree; between neighbours the first keeps the cell), so each tree
+teaches its size at nine cells instead of one: with a few hundred trees, boxes were found well
+(AP 0.78 at IoU 0.1) but sized poorly (0.29 at IoU 0.5) when only centre cells learnt it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import numpy as np
 
 OUTPUT_CHANNELS = 5
 TARGET_CHANNELS = 6
+GEOMETRY_RADIUS = 1  # cells around the centre that also learn the box's offset and size
+NEIGHBOUR_WEIGHT = 0.5
 
 
 def gaussian_radius(width: float, height: float, min_overlap: float = 0.7) -> float:
@@ -43,8 +48,11 @@ def encode(boxes: np.ndarray, grid: tuple[int, int], stride: int) -> np.ndarray:
         heat = np.exp(-((xs - col) ** 2 + (ys - row) ** 2) / (2 * sigma**2))
         target[..., 0] = np.maximum(target[..., 0], heat)
         target[row, col, 0] = 1.0
-        target[row, col, 1:5] = (cx - col, cy - row, np.log(width), np.log(height))
-        target[row, col, 5] = 1.0
+        for r in range(max(0, row - GEOMETRY_RADIUS), min(rows, row + GEOMETRY_RADIUS + 1)):
+            for c in range(max(0, col - GEOMETRY_RADIUS), min(cols, col + GEOMETRY_RADIUS + 1)):
+                weight = 1.0 if (r, c) == (row, col) else NEIGHBOUR_WEIGHT
+                if weight > target[r, c, 5]:
+                    target[r, c, 1:6] = (cx - c, cy - r, np.log(width), np.log(height), weight)
     return target
 
 
