@@ -25,6 +25,7 @@ serve: install
 	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
 
 test: install-dev
+	$(BIN)/python -m training fetch imagenet
 	$(BIN)/python -m pytest
 
 lint: install-dev

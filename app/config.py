@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     RUN_STALE_AFTER_S: float = Field(
         6 * 3600, gt=0, description="A running run with no heartbeat for this long is marked failed (stale)."
     )
+    MAX_DETECT_TILES: int = Field(
+        256, description="Tiles one /detect image may be cut into (256 tiles of 256 px ≈ 10 megapixels)."
+    )
 
     @field_validator("MODEL_DIR", "DATA_DIR")
     @classmethod

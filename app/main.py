@@ -12,7 +12,7 @@ import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import admin, anomaly, baseline, classify, health, metrics, models, runs, words
+from app.api import admin, anomaly, baseline, classify, detect, health, metrics, models, runs, words
 from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.config import Settings, get_settings
@@ -37,6 +37,7 @@ ROUTERS = (
     classify.router,
     anomaly.router,
     words.router,
+    detect.router,
 )
 
 

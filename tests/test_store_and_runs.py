@@ -169,3 +169,12 @@ def test_a_half_written_backup_starts_the_stage_afresh(tmp_path):
 def test_published_models_carry_no_optimizer_state(two_versions):
     model = keras.saving.load_model(two_versions.MODEL_DIR / "digits/1/model.keras", compile=False)
     assert getattr(model, "optimizer", None) is None
+
+
+def test_epochs_of_two_stages_are_both_kept(tmp_path):
+    settings = make_settings(tmp_path)
+    with TrainingRun("tiny", settings, params={}, seed=1, dataset="x") as run:
+        run.record_epoch({"epoch": 1, "stage": "frozen", "loss": 2.0})
+        run.record_epoch({"epoch": 1, "stage": "fine-tune", "loss": 1.0})
+        run.record_epoch({"epoch": 1, "stage": "fine-tune", "loss": 0.5})  # a resumed epoch replaces its own row
+        assert [(r["stage"], r["loss"]) for r in run.history()] == [("frozen", 2.0), ("fine-tune", 0.5)]

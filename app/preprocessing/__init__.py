@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from app.preprocessing.fashion import prepare_fashion_item
+from app.preprocessing.imagenet import prepare_imagenet
 from app.preprocessing.mnist import prepare_digit
 from app.preprocessing.resized import prepare_resized
 
@@ -22,6 +23,7 @@ PREPARERS: dict[str, ImagePreparer] = {
     "mnist_digit": prepare_digit,
     "fashion_item": prepare_fashion_item,
     "resized": prepare_resized,
+    "imagenet": prepare_imagenet,
 }
 
 

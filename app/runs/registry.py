@@ -50,10 +50,10 @@ def resume_run(session: Session, run_id: str) -> Run:
 
 
 def record_epoch(session: Session, run_id: str, metrics: dict[str, float]) -> None:
-    """Append one epoch's metrics; replaces an entry for the same epoch after a resume."""
+    """Append one epoch's metrics; replaces the entry for the same (stage, epoch) after a resume."""
     run = session.get(Run, run_id)
-    epoch = metrics.get("epoch")
-    kept = [h for h in (run.history or []) if h.get("epoch") != epoch]
+    key = (metrics.get("stage"), metrics.get("epoch"))
+    kept = [h for h in (run.history or []) if (h.get("stage"), h.get("epoch")) != key]
     run.history = [*kept, metrics]
     run.heartbeat_at = utcnow()
     session.commit()

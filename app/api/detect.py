@@ -1,0 +1,102 @@
+"""POST /detect: objects in one image, as boxes in its own pixel coordinates, or drawn on it as PNG."""
+
+from __future__ import annotations
+
+import io
+from typing import Annotated, Any
+
+import anyio
+import numpy as np
+from fastapi import APIRouter, File, Query, UploadFile
+from fastapi.responses import Response
+from PIL import Image, ImageDraw
+from pydantic import BaseModel, Field
+
+from app.api.deps import SettingsDep, StoreDep
+from app.api.schemas import ERROR_RESPONSES
+from app.api.uploads import read_uploads
+from app.config import Settings
+from app.detection.tiled import TiledImage, detections_from_outputs, tile_for_model
+from app.errors import NotFound, TooLarge
+from app.preprocessing.images import decode_image, to_rgb
+from app.preprocessing.tiling import tile_grid
+
+router = APIRouter(prefix="/detect", tags=["detect"], responses=ERROR_RESPONSES)
+
+
+class Detection(BaseModel):
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    label: str
+    score: float = Field(ge=0.0, le=1.0)
+
+
+class DetectionsPublic(BaseModel):
+    """Every object found in one image, best score first."""
+
+    model: str
+    version: int
+    width: int
+    height: int
+    score_threshold: float
+    detections: list[Detection]
+    count: int
+    filename: str | None = None
+
+
+def _tile(data: bytes, name: str, fields: dict[str, Any], preprocessing: dict[str, Any], settings: Settings
+          ) -> tuple[Image.Image, TiledImage]:
+    image = to_rgb(decode_image(data, settings.MAX_IMAGE_PIXELS, name))
+    tiles = len(tile_grid(image.width, image.height, fields["tile"], fields["overlap"]))
+    if tiles > settings.MAX_DETECT_TILES:
+        raise TooLarge(f"{name}: {image.width}x{image.height} needs {tiles} tiles of {fields['tile']} px; "
+                       f"the limit is {settings.MAX_DETECT_TILES}")
+    pixels = np.asarray(image)
+    return image, tile_for_model(pixels, fields["tile"], fields["overlap"],
+                                 preprocessing.get("mean", 127.0), preprocessing.get("scale", 128.0))
+
+
+def draw_boxes(image: Image.Image, detections: list[Detection]) -> bytes:
+    canvas = image.copy()
+    pen = ImageDraw.Draw(canvas)
+    width = max(1, round(min(image.size) / 200))
+    for box in detections:
+        pen.rectangle((box.x1, box.y1, box.x2, box.y2), outline=(255, 40, 40), width=width)
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@router.post("", response_model=DetectionsPublic,
+             responses={200: {"content": {"image/png": {}}, "description": "JSON boxes, or the PNG with `draw=true`"}})
+async def detect_objects(
+    store: StoreDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="One image (PNG, JPEG, BMP, GIF, WebP), any size within the limits.")],
+    model: Annotated[str, Query(max_length=64, description="A detector in /models.")] = "trees",
+    version: Annotated[int | None, Query(ge=1, description="A specific version; default the served one.")] = None,
+    score_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, description="Default: the model's.")] = None,
+    draw: Annotated[bool, Query(description="Answer with the image and its boxes drawn, as PNG.")] = False,
+) -> DetectionsPublic | Response:
+    """Detect objects in an image; large images are tiled as in training and boxes merged across tiles."""
+    loaded = store.get(model, version)
+    manifest = loaded.manifest
+    if manifest.task != "detect":
+        raise NotFound(f"model '{model}' is not a detector (detectors: {store.names('detect')})")
+    fields = manifest.model_dump()["detection"]
+    threshold = fields["score_threshold"] if score_threshold is None else score_threshold
+    [(name, data)] = await read_uploads([file], settings)
+    image, tiled = await anyio.to_thread.run_sync(_tile, data, name, fields, manifest.preprocessing, settings)
+    outputs = np.asarray(await loaded.infer(tiled.batch))
+    boxes, scores = detections_from_outputs(outputs, tiled, fields["stride"], threshold, fields["nms_iou"])
+    label = manifest.labels[0] if manifest.labels else "object"
+    detections = [Detection(x1=round(b[0], 1), y1=round(b[1], 1), x2=round(b[2], 1), y2=round(b[3], 1),
+                            label=label, score=round(float(s), 4)) for b, s in zip(boxes, scores, strict=True)]
+    if draw:
+        png = await anyio.to_thread.run_sync(draw_boxes, image, detections)
+        return Response(content=png, media_type="image/png")
+    return DetectionsPublic(model=model, version=loaded.version, width=image.width, height=image.height,
+                            score_threshold=threshold, detections=detections, count=len(detections),
+                            filename=file.filename)

@@ -1,0 +1,234 @@
+"""The tree-crown detector: VOC reading, tiling and merging, box coding, NMS, AP, training, /detect."""
+
+from __future__ import annotations
+
+import argparse
+import io
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.detection.boxes import iou_matrix, merge_tiles, nms
+from app.detection.centernet import decode, encode
+from app.main import create_app
+from app.preprocessing.tiling import cut_tiles, tile_cores, tile_grid, tile_starts
+from tests.conftest import make_settings, png_bytes, train_tiny_digits
+from training.trees.ap import average_precision, bootstrap_ap, evaluate_images, match, pooled_ap, precision_recall
+from training.trees.data import Scene, Splits, flip, split_strip, tiles_with_boxes
+from training.trees.voc import image_for, read_voc, read_voc_folder
+
+VOC = """<annotation><filename>plot.tif</filename><size><width>64</width><height>48</height><depth>3</depth></size>
+<object><name>Alive</name><bndbox><xmin>1</xmin><ymin>2</ymin><xmax>11</xmax><ymax>22</ymax></bndbox></object>
+<object><name>Dead</name><bndbox><xmin>30.5</xmin><ymin>10</ymin><xmax>40</xmax><ymax>20</ymax></bndbox></object>
+</annotation>"""
+
+
+def test_voc_reader(tmp_path):
+    (tmp_path / "plot.xml").write_text(VOC)
+    Image.new("RGB", (64, 48)).save(tmp_path / "plot.png")
+    annotation = read_voc(tmp_path / "plot.xml")
+    assert (annotation.width, annotation.height, annotation.filename) == (64, 48, "plot.tif")
+    np.testing.assert_array_equal(annotation.boxes, [[1, 2, 11, 22], [30.5, 10, 40, 20]])
+    assert annotation.names == ("Alive", "Dead")
+    assert image_for(tmp_path / "plot.xml") == tmp_path / "plot.png"
+    assert list(read_voc_folder(tmp_path)) == ["plot"]
+    (tmp_path / "bad.xml").write_text(VOC.replace("<xmax>11</xmax>", "<xmax>1</xmax>"))
+    with pytest.raises(ValueError, match="bad.xml: box .* has no area"):
+        read_voc(tmp_path / "bad.xml")
+
+
+def test_tiling_covers_the_image_and_cores_partition_it():
+    assert tile_starts(600, 256, 192) == [0, 192, 344]
+    assert tile_starts(256, 256, 192) == [0] and tile_starts(100, 256, 192) == [0]
+    origins = tile_grid(600, 300, 256, 64)
+    assert origins == [(0, 0), (192, 0), (344, 0), (0, 44), (192, 44), (344, 44)]
+    cores = tile_cores(origins, 256, 600, 300)
+    assert sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in cores) == 600 * 300
+    assert cores[0] == (0.0, 0.0, 224.0, 150.0) and cores[-1] == (396.0, 150.0, 600.0, 300.0)
+    pixels = np.arange(300 * 600 * 3, dtype=np.int64).reshape(300, 600, 3)
+    tiles, cut_origins = cut_tiles(pixels, 256, 64)
+    assert tiles.shape == (6, 256, 256, 3) and cut_origins == origins
+    np.testing.assert_array_equal(tiles[4], pixels[44:300, 192:448])
+    small, _ = cut_tiles(np.ones((10, 20, 3)), 16, 4)
+    assert small.shape == (2, 16, 16, 3) and small[0, 12:].sum() == 0  # padded below
+
+
+def test_merge_keeps_a_tree_cut_by_a_tile_border_once():
+    # A tree at x 300-340: whole in tile 2 (starts 192), cut at 256 in tile 1 (ends 256).
+    cores = tile_cores([(0, 0), (192, 0)], 256, 448, 256)
+    cut = (np.array([[300.0, 10, 256, 50]]), np.array([0.9]))  # what tile 1 sees: its border cuts it
+    whole = (np.array([[300.0, 10, 340, 50]]), np.array([0.8]))
+    boxes, scores = merge_tiles([cut, whole], cores, 448, 256)
+    np.testing.assert_array_equal(boxes, [[300, 10, 340, 50]])
+    assert scores.tolist() == [0.8]
+    # Two detections of one tree from the same tile: NMS keeps the better one.
+    twice = (np.array([[10.0, 10, 40, 40], [11, 11, 41, 41]]), np.array([0.5, 0.7]))
+    boxes, scores = merge_tiles([twice, (np.zeros((0, 4)), np.zeros(0))], cores, 448, 256)
+    assert scores.tolist() == [0.7] and boxes.tolist() == [[11, 11, 41, 41]]
+
+
+def test_iou_and_nms_on_exact_boxes():
+    a, b, c = [0, 0, 10, 10], [0, 5, 10, 15], [20, 20, 30, 30]
+    np.testing.assert_allclose(iou_matrix([a], [a, b, c]), [[1.0, 50 / 150, 0.0]])
+    close = [1, 0, 11, 10]  # IoU with a = 90 / 110
+    assert nms(np.array([a, close, c, b]), np.array([0.6, 0.9, 0.5, 0.4])).tolist() == [1, 2, 3]
+    assert nms(np.array([a, close]), np.array([0.6, 0.9]), iou_threshold=0.95).tolist() == [1, 0]
+
+
+def test_encode_then_decode_returns_the_boxes():
+    boxes = np.array([[10, 20, 50, 70], [100, 100, 130, 128], [200, 5, 250, 40]], np.float64)
+    target = encode(boxes, (32, 32), 8)
+    assert (target[..., 5] == 1.0).sum() == 3 and (target[..., 5] == 0.5).sum() == 3 * 8
+    assert target[..., 0].max() == 1.0
+    assert target[5, 3, 0] == 1.0 and target[5, 3, 5] == 1.0  # centre (30, 45) → cell row 5, col 3
+    np.testing.assert_allclose(target[5, 3, 1:5], [30 / 8 - 3, 45 / 8 - 5, np.log(5), np.log(50 / 8)], rtol=1e-6)
+    np.testing.assert_allclose(target[6, 2, 1:3], [30 / 8 - 2, 45 / 8 - 6], rtol=1e-6)  # a neighbour cell
+    decoded, scores = decode(target[..., :5], 8, 0.5)
+    order = np.argsort(decoded[:, 0])
+    np.testing.assert_allclose(decoded[order], boxes, atol=1e-4)
+    assert scores.tolist() == [1.0, 1.0, 1.0]
+    assert decode(target[..., :5] * [0.4, 1, 1, 1, 1], 8, 0.5)[0].shape == (0, 4)  # below the threshold
+
+
+def test_decode_keeps_only_local_peaks():
+    output = np.zeros((4, 4, 5))
+    output[1, 1, 0], output[1, 2, 0], output[3, 3, 0] = 0.9, 0.8, 0.6
+    _, scores = decode(output, 8, 0.1)
+    np.testing.assert_allclose(scores, [0.9, 0.6])
+
+
+def test_average_precision_on_hand_made_boxes():
+    truth = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float64)
+    boxes = np.array([[0, 0, 10, 10], [50, 50, 60, 60], [21, 21, 31, 31], [0, 0, 10, 11]], np.float64)
+    scores = np.array([0.9, 0.8, 0.7, 0.6])
+    sorted_scores, hits = match(boxes, scores, truth)
+    assert hits.tolist() == [True, False, True, False]  # the last is a duplicate of the first tree
+    # Precision 1 up to recall 0.5, then 2/3 at recall 1.
+    assert average_precision(sorted_scores, hits, 2) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    assert precision_recall(sorted_scores, hits, 2, 0.75) == (0.5, 0.5)
+    assert average_precision(np.array([0.9, 0.8]), np.array([True, True]), 2) == 1.0
+    assert average_precision(np.array([0.9]), np.array([False]), 2) == 0.0
+    assert average_precision(np.zeros(0), np.zeros(0, bool), 3) == 0.0
+    results = evaluate_images([(truth, np.array([0.5, 0.4]))], [truth])
+    assert pooled_ap(results) == 1.0 and bootstrap_ap(results, samples=50) == (1.0, 1.0)
+    low, high = bootstrap_ap(evaluate_images([(boxes, scores)], [truth]), block=16, samples=200)
+    assert 0.0 <= low <= 0.8333 <= high <= 1.0
+
+
+def test_held_out_strip_and_flips():
+    pixels = np.zeros((400, 300, 3), np.uint8)
+    boxes = np.array([[10, 10, 30, 30], [10, 280, 40, 320], [50, 350, 70, 380]], np.float64)
+    top, strip = split_strip(Scene("s", pixels, boxes), 0.25)
+    assert top.pixels.shape == (300, 300, 3) and strip.pixels.shape == (100, 300, 3)
+    np.testing.assert_array_equal(top.boxes, [[10, 10, 30, 30]])
+    np.testing.assert_array_equal(strip.boxes, [[10, 0, 40, 20], [50, 50, 70, 80]])  # centre on the cut: strip
+    tiles, tile_boxes = tiles_with_boxes(top, 256, 128)
+    assert tiles.shape[1:] == (256, 256, 3)
+    flipped, moved = flip(tiles[:1], tile_boxes[:1], horizontal=True, vertical=True)
+    np.testing.assert_array_equal(moved[0], [[226, 226, 246, 246]])
+    assert np.shares_memory(flipped, tiles) is False
+
+
+# --- training on synthetic rectangles, and serving ---------------------------------------------
+
+TILE = 64
+
+
+def rectangles_scene(seed: int, size: int = 128, count: int = 6) -> Scene:
+    """Bright coloured squares (10-20 px) on a dark noisy ground: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    pixels = (rng.random((size, size, 3)) * 40).astype(np.uint8)
+    boxes = []
+    for _ in range(count):
+        side = int(rng.integers(10, 20))
+        x, y = (int(v) for v in rng.integers(0, size - side, 2))
+        pixels[y:y + side, x:x + side] = rng.integers(150, 255, 3)
+        boxes.append((x, y, x + side, y + side))
+    return Scene(f"rect{seed}", pixels, np.array(boxes, np.float64))
+
+
+def tiny_args(**overrides) -> argparse.Namespace:
+    values = dict(tile=TILE, train_overlap=32, stage1_epochs=3, stage2_epochs=1, steps_per_epoch=8, batch_size=8,
+                  learning_rate=5e-3, finetune_learning_rate=1e-3, score_threshold=0.2, no_compare=True,
+                  voc_folder=None, seed=3, resume=False, quiet=True)
+    return argparse.Namespace(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from training.trees.pipeline import train_on
+
+    settings = make_settings(tmp_path_factory.mktemp("trees"), MAX_DETECT_TILES=30)
+    splits = Splits(train=[rectangles_scene(s) for s in range(4)], in_domain=[rectangles_scene(10)],
+                    cross_site=[rectangles_scene(11)])
+    version = train_on(splits, None, tiny_args(), settings, dataset="synthetic", data_fingerprint="test")
+    train_tiny_digits(settings)
+    return settings, version
+
+
+def test_training_steps_lower_the_loss_and_publish_a_detector(trained):
+    settings, version = trained
+    from training.evaluation import load_stored
+
+    _, manifest = load_stored(settings, "trees", version)
+    assert manifest.task == "detect" and manifest.labels == ["tree"]
+    assert manifest.model_dump()["detection"] == {"tile": TILE, "overlap": 16, "stride": 8,
+                                                  "score_threshold": 0.2, "nms_iou": 0.5}
+    from app.runs.db import open_registry
+    from app.runs.registry import get_run
+
+    with open_registry(settings.database_url)() as session:
+        history = get_run(session, manifest.run_id).history
+    stage1 = [row["loss"] for row in history if row["stage"] == "random-stage1"]
+    assert len(stage1) == 3 and stage1[-1] < stage1[0]
+    assert [(row["epoch"], row["stage"]) for row in history][-2:] == [(3, "random-stage1"), (4, "stage2")]
+    metrics = manifest.test_metrics["fine_tuned"]
+    assert set(metrics) == {"in_domain", "cross_site"} and metrics["in_domain"]["boxes"] == 6
+
+
+@pytest.fixture(scope="module")
+def detect_client(trained):
+    with TestClient(create_app(trained[0])) as client:
+        yield client
+
+
+def test_detect_answers_boxes_in_image_coordinates(detect_client):
+    scene = rectangles_scene(20, size=150)
+    response = detect_client.post("/detect?score_threshold=0.05",
+                                  files={"file": ("plot.png", png_bytes(scene.pixels), "image/png")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "trees" and (body["width"], body["height"]) == (150, 150)
+    assert body["count"] == len(body["detections"]) and body["score_threshold"] == 0.05
+    scores = [d["score"] for d in body["detections"]]
+    assert scores == sorted(scores, reverse=True) and all(s >= 0.05 for s in scores)
+    for d in body["detections"]:
+        assert 0 <= d["x1"] < d["x2"] <= 150 and 0 <= d["y1"] < d["y2"] <= 150 and d["label"] == "tree"
+    default = detect_client.post("/detect", files={"file": ("p.png", png_bytes(scene.pixels))}).json()
+    assert default["score_threshold"] == 0.2 and default["count"] <= body["count"]
+
+
+def test_detect_draws_png(detect_client):
+    scene = rectangles_scene(21, size=100)
+    response = detect_client.post("/detect?draw=true&score_threshold=0",
+                                  files={"file": ("p.jpg", png_bytes(scene.pixels, "JPEG"), "image/jpeg")})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    drawn = Image.open(io.BytesIO(response.content))
+    assert drawn.size == (100, 100) and drawn.mode == "RGB"
+
+
+def test_detect_bad_inputs(detect_client):
+    image = png_bytes(np.zeros((40, 40, 3), np.uint8))
+    assert detect_client.post("/detect", files={"file": ("x.png", b"not an image")}).status_code == 422
+    assert detect_client.post("/detect", files={"file": ("x.png", b"")}).status_code == 422
+    assert detect_client.post("/detect?score_threshold=1.5", files={"file": ("x.png", image)}).status_code == 422
+    assert detect_client.post("/detect").status_code == 422
+    assert detect_client.post("/detect?model=nope", files={"file": ("x.png", image)}).status_code == 404
+    not_detector = detect_client.post("/detect?model=digits", files={"file": ("x.png", image)})
+    assert not_detector.status_code == 404 and "not a detector" in not_detector.json()["detail"]
+    assert detect_client.post("/detect?version=7", files={"file": ("x.png", image)}).status_code == 404
+    big = png_bytes(np.zeros((600, 600, 3), np.uint8))  # 169 tiles of 64 px > the limit of 30
+    too_big = detect_client.post("/detect", files={"file": ("big.png", big)})
+    assert too_big.status_code == 413 and "tiles" in too_big.json()["detail"]

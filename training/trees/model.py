@@ -1,0 +1,94 @@
+"""The tree-crown detector: EfficientNet-Lite0 features at strides 8 and 16, and a CenterNet-style head.
+
+Three nested models so training can cache what does not change:
+  bottom  image → stride-8 features (stem and blocks 0-4; always frozen),
+  top     stride-8 → stride-16 features (blocks 5-10; frozen in stage 1, fine-tuned in stage 2),
+  head    both → the (tile/8, tile/8, 5) output: the stride-16 map is upsampled and concatenated.
+The served detector chains the three; everything is a built-in Keras layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import keras
+import numpy as np
+from keras import layers
+
+from app.detection.centernet import OUTPUT_CHANNELS
+from training.efficientnet_lite import STEM_CHANNELS, blocks, conv_bn_relu6, inverted_residual_block, load_torch_weights
+
+STRIDE = 8
+BOTTOM_BLOCKS = range(0, 5)  # ends at stride 8, 40 channels
+TOP_BLOCKS = range(5, 11)  # ends at stride 16, 112 channels
+HEAT_PRIOR = 0.05  # initial heat everywhere: most cells hold no tree centre
+
+
+def build_bottom(tile: int) -> keras.Model:
+    image = keras.Input((tile, tile, 3), name="tile")
+    x = conv_bn_relu6(image, STEM_CHANNELS, 3, 2, "stem")
+    for block in blocks()[BOTTOM_BLOCKS.start:BOTTOM_BLOCKS.stop]:
+        x = inverted_residual_block(x, block)
+    return keras.Model(image, x, name="backbone_bottom")
+
+
+def build_top(tile: int) -> keras.Model:
+    first = blocks()[TOP_BLOCKS.start]
+    features = keras.Input((tile // STRIDE, tile // STRIDE, first.channels_in), name="stride8")
+    x = features
+    for block in blocks()[TOP_BLOCKS.start:TOP_BLOCKS.stop]:
+        x = inverted_residual_block(x, block)
+    return keras.Model(features, x, name="backbone_top")
+
+
+def build_head(tile: int, width: int = 64) -> keras.Model:
+    side = tile // STRIDE
+    fine = keras.Input((side, side, blocks()[BOTTOM_BLOCKS.stop - 1].channels_out), name="fine")
+    coarse = keras.Input((side // 2, side // 2, blocks()[TOP_BLOCKS.stop - 1].channels_out), name="coarse")
+    up = layers.UpSampling2D(2, interpolation="bilinear", name="head_upsample")(coarse)
+    x = layers.Concatenate(name="head_concat")([fine, up])
+    x = layers.Conv2D(width, 3, padding="same", activation="relu", name="head_conv1")(x)
+    x = layers.Conv2D(width, 3, padding="same", activation="relu", name="head_conv2")(x)
+    bias = float(-np.log((1 - HEAT_PRIOR) / HEAT_PRIOR))
+    heat = layers.Conv2D(1, 1, activation="sigmoid", bias_initializer=keras.initializers.Constant(bias),
+                         name="head_heat")(x)
+    geometry = layers.Conv2D(OUTPUT_CHANNELS - 1, 1, name="head_geometry")(x)
+    output = layers.Concatenate(name="head_output")([heat, geometry])
+    return keras.Model([fine, coarse], output, name="head")
+
+
+def build_detector(bottom: keras.Model, top: keras.Model, head: keras.Model, tile: int) -> keras.Model:
+    """The served detector, from fresh copies of the trained parts: a compiled part would save its
+    training loss (not a built-in) and the service could not load the file."""
+    copies = []
+    for part, build in ((bottom, build_bottom), (top, build_top), (head, build_head)):
+        copy = build(tile)
+        copy.set_weights(part.get_weights())
+        copies.append(copy)
+    bottom, top, head = copies
+    image = keras.Input((tile, tile, 3), name="image")
+    fine = bottom(image)
+    return keras.Model(image, head([fine, top(fine)]), name="trees")
+
+
+def load_backbone(bottom: keras.Model, top: keras.Model, state: Mapping[str, np.ndarray] | None) -> None:
+    """Copy the ImageNet weights in (state=None leaves the random initialisation)."""
+    if state is not None:
+        load_torch_weights(bottom, state)
+        load_torch_weights(top, state)
+
+
+def focal_l1_loss(target, output):
+    """CenterNet's loss: penalty-reduced focal loss on the heat, L1 on offset and log-size at centres."""
+    import tensorflow as tf
+
+    heat_true, mask = target[..., 0], target[..., 5]
+    heat = tf.clip_by_value(output[..., 0], 1e-4, 1 - 1e-4)
+    positive = tf.cast(heat_true >= 1.0, heat.dtype)
+    positive_loss = -tf.math.log(heat) * tf.square(1 - heat) * positive
+    negative_loss = -tf.math.log(1 - heat) * tf.square(heat) * tf.pow(1 - heat_true, 4) * (1 - positive)
+    count = tf.maximum(tf.reduce_sum(positive), 1.0)
+    heat_loss = (tf.reduce_sum(positive_loss) + tf.reduce_sum(negative_loss)) / count
+    offset_loss = tf.reduce_sum(tf.abs(output[..., 1:3] - target[..., 1:3]) * mask[..., None]) / count
+    size_loss = tf.reduce_sum(tf.abs(output[..., 3:5] - target[..., 3:5]) * mask[..., None]) / count
+    return heat_loss + offset_loss + size_loss

@@ -1,0 +1,254 @@
+"""trees: train (stage 1 frozen backbone, stage 2 fine-tuned top blocks), compare, evaluate, publish.
+
+The frozen parts' outputs are computed once per tile and cached (stride-8 features for stage 2,
+both feature maps for stage 1), so on a small CPU a stage costs only what it trains.
+The comparison trains the same head with the same budget on (a) the frozen ImageNet backbone,
+(b) the fine-tuned ImageNet backbone (shipped), (c) a randomly initialised backbone (same two
+stages as b).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from app.config import Settings
+from app.detection.centernet import encode
+from app.detection.tiled import detections_from_outputs, normalise, tile_for_model
+from training.evaluation import load_stored, store_evaluation
+from training.recording import TrainingRun
+from training.sources import EFFICIENTNET_LITE0, NEON_TREES, fetch
+from training.torch_checkpoint import read_state_dict
+from training.trees.ap import bootstrap_ap, evaluate_images, pooled_ap, precision_recall
+from training.trees.data import LABEL, Scene, load_scenes, make_splits, training_tiles
+from training.trees.model import (
+    STRIDE,
+    build_bottom,
+    build_detector,
+    build_head,
+    build_top,
+    focal_l1_loss,
+    load_backbone,
+)
+
+NAME = "trees"
+OVERLAP_FRACTION = 4  # tiles overlap by a quarter of their side at evaluation and serving
+EVAL_MIN_SCORE = 0.05  # AP needs the whole precision-recall curve
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tile", type=int, default=256)
+    parser.add_argument("--train-overlap", type=int, default=128, help="Overlap of training tiles, pixels.")
+    parser.add_argument("--stage1-epochs", type=int, default=12)
+    parser.add_argument("--stage2-epochs", type=int, default=6)
+    parser.add_argument("--steps-per-epoch", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--learning-rate", type=float, default=2e-3, help="Stage 1 (head).")
+    parser.add_argument("--finetune-learning-rate", type=float, default=3e-4, help="Stage 2 (top blocks + head).")
+    parser.add_argument("--score-threshold", type=float, default=0.3, help="Shipped default for /detect.")
+    parser.add_argument("--no-compare", action="store_true", help="Skip the frozen / random-init comparison.")
+    parser.add_argument("--voc-folder", type=Path, default=None,
+                        help="Your own Pascal VOC folder (default: the NEON trees of deepforest).")
+
+
+# --- features and targets ----------------------------------------------------------------------
+
+def run_batched(model: keras.Model, inputs: np.ndarray | list[np.ndarray], batch: int = 32) -> np.ndarray:
+    """Inference in batches, kept as float16 (the caches are large; the features are ReLU6-bounded)."""
+    inputs = inputs if isinstance(inputs, list) else [inputs]
+    out = [np.asarray(model([x[i:i + batch] for x in inputs] if len(inputs) > 1 else inputs[0][i:i + batch],
+                            training=False)).astype(np.float16)
+           for i in range(0, len(inputs[0]), batch)]
+    return np.concatenate(out)
+
+
+def encode_all(boxes: list[np.ndarray], tile: int) -> np.ndarray:
+    return np.stack([encode(b, (tile // STRIDE, tile // STRIDE), STRIDE) for b in boxes])
+
+
+def batches(inputs: tuple[np.ndarray, ...], targets: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
+    data = tf.data.Dataset.from_tensor_slices((inputs if len(inputs) > 1 else inputs[0], targets))
+    return data.shuffle(len(targets), seed=seed).repeat().batch(batch_size).prefetch(2)
+
+
+# --- the two stages -----------------------------------------------------------------------------
+
+def stage_weights(run: TrainingRun, stage: str) -> Path:
+    return run.checkpoint_dir / f"{stage}.weights.h5"
+
+
+class EpochCounter:
+    """Numbers epochs across the stages of one run (the registry keeps one row per epoch number)."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.stages: set[str] = set()
+
+    def take(self, epochs: int) -> int:
+        first, self.done = self.done, self.done + epochs
+        return first
+
+
+def train_stage(run: TrainingRun, stage: str, model: keras.Model, data: tf.data.Dataset, epochs: int,
+                learning_rate: float, args: argparse.Namespace, counter: EpochCounter) -> None:
+    """Fit one stage, or restore it when an interrupted run already finished it."""
+    first = counter.take(epochs)
+    done = stage_weights(run, stage)
+    if done.is_file():
+        model.load_weights(done)
+        print(f"stage {stage}: restored from {done}")
+        return
+    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+        learning_rate, epochs * args.steps_per_epoch, alpha=0.05)), loss=focal_l1_loss)
+    model.fit(data, initial_epoch=first, epochs=first + epochs, steps_per_epoch=args.steps_per_epoch,
+              callbacks=run.callbacks(stage), verbose=2 if args.quiet else 1)
+    model.save_weights(done)
+
+
+def freeze_batch_norm(model: keras.Model) -> None:
+    """Fine-tuning on a few hundred tiles: keep the ImageNet batch statistics (inference mode)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+
+
+def train_variant(run: TrainingRun, prefix: str, tiles: np.ndarray, targets: np.ndarray,
+                  state: dict[str, np.ndarray] | None, args: argparse.Namespace, fine_tune: bool,
+                  cache: dict[str, tuple[np.ndarray, np.ndarray]], counter: EpochCounter) -> keras.Model:
+    """One backbone initialisation through stage 1 (head on frozen features) and stage 2
+    (top blocks + head, or the head alone for the frozen variant): returns the whole detector.
+
+    Stage 1 depends only on the initialisation (same seed), so the frozen and the fine-tuned
+    variants share it, and its cached features, through `cache` and the stage's saved weights."""
+    keras.utils.set_random_seed(args.seed)
+    bottom, top, head = build_bottom(args.tile), build_top(args.tile), build_head(args.tile)
+    load_backbone(bottom, top, state)
+    init = "imagenet-" if state is not None else "random-"
+    if init not in cache:
+        fine = run_batched(bottom, tiles)
+        cache[init] = (fine, run_batched(top, fine))
+    fine, coarse = cache[init]
+    bottom.trainable = top.trainable = False
+    stage1 = "stage1" if state is not None else "random-stage1"
+    if stage1 in counter.stages:  # shared with the variant trained before: already counted
+        head.load_weights(stage_weights(run, stage1))
+    else:
+        counter.stages.add(stage1)
+        train_stage(run, stage1, head, batches((fine, coarse), targets, args.batch_size, args.seed),
+                    args.stage1_epochs, args.learning_rate, args, counter)
+    if fine_tune:
+        top.trainable = True
+        freeze_batch_norm(top)
+        features = keras.Input(fine.shape[1:])
+        stage2 = keras.Model(features, head([features, top(features)]))
+        data = batches((fine,), targets, args.batch_size, args.seed + 1)
+    else:
+        stage2, data = head, batches((fine, coarse), targets, args.batch_size, args.seed + 1)
+    train_stage(run, f"{prefix}stage2", stage2, data, args.stage2_epochs,
+                args.finetune_learning_rate if fine_tune else args.learning_rate, args, counter)
+    bottom.trainable = top.trainable = head.trainable = True
+    return build_detector(bottom, top, head, args.tile)
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+def detect_scene(model: keras.Model, scene: Scene, tile: int, min_score: float) -> tuple[np.ndarray, np.ndarray]:
+    tiled = tile_for_model(scene.pixels, tile, tile // OVERLAP_FRACTION)
+    outputs = np.concatenate([np.asarray(model(tiled.batch[i:i + 16], training=False))
+                              for i in range(0, len(tiled.batch), 16)])
+    return detections_from_outputs(outputs, tiled, STRIDE, min_score)
+
+
+def score_set(model: keras.Model, scenes: list[Scene], tile: int, threshold: float) -> dict[str, Any]:
+    """AP@0.5 with a bootstrap 95 % interval, and precision / recall at the shipped threshold."""
+    if not scenes:
+        return {}
+    results = evaluate_images([detect_scene(model, s, tile, EVAL_MIN_SCORE) for s in scenes],
+                              [s.boxes for s in scenes])
+    low, high = bootstrap_ap(results)
+    scores = np.concatenate([r.scores for r in results])
+    hits = np.concatenate([r.hits for r in results])
+    truth = sum(len(r.truth) for r in results)
+    precision, recall = precision_recall(scores, hits, truth, threshold)
+    return {"ap50": round(pooled_ap(results), 4), "ap50_ci95": [round(low, 4), round(high, 4)],
+            "precision": round(precision, 4), "recall": round(recall, 4), "boxes": truth,
+            "images": [s.name for s in scenes]}
+
+
+def score_all(model: keras.Model, splits, tile: int, threshold: float) -> dict[str, Any]:
+    return {"in_domain": score_set(model, splits.in_domain, tile, threshold),
+            "cross_site": score_set(model, splits.cross_site, tile, threshold)}
+
+
+# --- the command --------------------------------------------------------------------------------
+
+def load_data(args: argparse.Namespace, settings: Settings):
+    folder = args.voc_folder or fetch(NEON_TREES, settings.DATA_DIR) / "deepforest" / "data"
+    return make_splits(load_scenes(folder))
+
+
+def imagenet_state(settings: Settings) -> dict[str, np.ndarray]:
+    return read_state_dict(fetch(EFFICIENTNET_LITE0, settings.DATA_DIR) / EFFICIENTNET_LITE0.files[0].path)
+
+
+def serving_fields(args: argparse.Namespace) -> dict[str, Any]:
+    return {"tile": args.tile, "overlap": args.tile // OVERLAP_FRACTION, "stride": STRIDE, "score_threshold": args.score_threshold,
+            "nms_iou": 0.5}
+
+
+def train_on(splits, state: dict[str, np.ndarray], args: argparse.Namespace, settings: Settings,
+             dataset: str | None = None, data_fingerprint: str | None = None) -> int:
+    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+              if k not in ("command", "model", "resume", "quiet")}
+    with TrainingRun(NAME, settings, params=params, seed=args.seed,
+                     source=None if dataset else NEON_TREES, dataset=dataset,
+                     data_fingerprint=data_fingerprint, resume=args.resume) as run:
+        raw_tiles, boxes = training_tiles(splits.train, args.tile, args.train_overlap)
+        tiles, targets = normalise(raw_tiles), encode_all(boxes, args.tile)
+        print(f"{len(tiles)} training tiles (with flips), {sum(len(b) for b in boxes)} boxes")
+        cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        counter = EpochCounter()
+        detector = train_variant(run, "", tiles, targets, state, args, fine_tune=True, cache=cache, counter=counter)
+        metrics: dict[str, Any] = {"fine_tuned": score_all(detector, splits, args.tile, args.score_threshold)}
+        print(json.dumps(metrics))
+        if not args.no_compare:
+            frozen = train_variant(run, "frozen-", tiles, targets, state, args, fine_tune=False, cache=cache, counter=counter)
+            metrics["frozen"] = score_all(frozen, splits, args.tile, args.score_threshold)
+            random = train_variant(run, "random-", tiles, targets, None, args, fine_tune=True, cache=cache, counter=counter)
+            metrics["random_init"] = score_all(random, splits, args.tile, args.score_threshold)
+        metrics.update({"shipped": "fine_tuned", "training_tiles": len(tiles)})
+        from training.trees.plots import plot_stages
+
+        plot_stages(run.history(), run.plots_dir / "loss.png")
+        return run.publish(
+            detector, task="detect", input_shape=[args.tile, args.tile, 3], labels=[LABEL], test_metrics=metrics,
+            preprocessing={"kind": "detection_tiles", "mean": 127.0, "scale": 128.0},
+            description="Tree crowns: EfficientNet-Lite0 (ImageNet, blocks 5-10 fine-tuned) with a CenterNet-style "
+                        "head at stride 8; NEON aerial images from deepforest.",
+            extra={"detection": serving_fields(args)},
+        )
+
+
+def train(args: argparse.Namespace, settings: Settings) -> int:
+    splits = load_data(args, settings)
+    dataset = str(args.voc_folder) if args.voc_folder else None
+    return train_on(splits, imagenet_state(settings), args, settings, dataset=dataset,
+                    data_fingerprint="user-folder" if dataset else None)
+
+
+def evaluate(settings: Settings, version: int | None) -> dict[str, Any]:
+    model, manifest = load_stored(settings, NAME, version)
+    fields = manifest.model_dump().get("detection", {})
+    splits = make_splits(load_scenes(fetch(NEON_TREES, settings.DATA_DIR) / "deepforest" / "data"))
+    metrics = {"model": NAME, "version": manifest.version, "score_threshold": fields["score_threshold"],
+               **score_all(model, splits, fields["tile"], fields["score_threshold"])}
+    store_evaluation(settings, manifest, metrics)
+    return metrics
+
+
