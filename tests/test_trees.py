@@ -232,3 +232,15 @@ def test_detect_bad_inputs(detect_client):
     big = png_bytes(np.zeros((600, 600, 3), np.uint8))  # 169 tiles of 64 px > the limit of 30
     too_big = detect_client.post("/detect", files={"file": ("big.png", big)})
     assert too_big.status_code == 413 and "tiles" in too_big.json()["detail"]
+
+
+def test_detect_several_images_in_one_request_answers_each_in_order(detect_client):
+    scenes = [rectangles_scene(seed, size=size) for seed, size in ((30, 150), (31, 90))]
+    files = [("file", (f"{i}.png", png_bytes(s.pixels), "image/png")) for i, s in enumerate(scenes)]
+    body = detect_client.post("/detect?score_threshold=0.05", files=files).json()
+    assert body["count"] == 2
+    assert [(r["filename"], r["width"]) for r in body["results"]] == [("0.png", 150), ("1.png", 90)]
+    alone = detect_client.post("/detect?score_threshold=0.05", files=[files[1]]).json()
+    assert [d["score"] for d in alone["detections"]] == pytest.approx(
+        [d["score"] for d in body["results"][1]["detections"]], abs=1e-3)
+    assert detect_client.post("/detect?draw=true", files=files).status_code == 422

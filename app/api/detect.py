@@ -1,4 +1,5 @@
-"""POST /detect: objects in one image, as boxes in its own pixel coordinates, or drawn on it as PNG."""
+"""POST /detect: objects in one or several images, as boxes in each image's own pixel coordinates,
+or drawn on it as PNG. The tiles of every uploaded image run as one batch."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from app.api.schemas import ERROR_RESPONSES
 from app.api.uploads import read_uploads
 from app.config import Settings
 from app.detection.tiled import TiledImage, detections_from_outputs, tile_for_model
-from app.errors import NotFound, TooLarge
+from app.errors import BadInput, NotFound, TooLarge
 from app.preprocessing.images import decode_image, to_rgb
 from app.preprocessing.tiling import tile_grid
 
@@ -46,6 +47,15 @@ class DetectionsPublic(BaseModel):
     filename: str | None = None
 
 
+class DetectionsList(BaseModel):
+    """The answer to several images in one request, in the order they were sent."""
+
+    model: str
+    version: int
+    results: list[DetectionsPublic]
+    count: int
+
+
 def _tile(data: bytes, name: str, fields: dict[str, Any], preprocessing: dict[str, Any], settings: Settings
           ) -> tuple[Image.Image, TiledImage]:
     image = to_rgb(decode_image(data, settings.MAX_IMAGE_PIXELS, name))
@@ -69,34 +79,44 @@ def draw_boxes(image: Image.Image, detections: list[Detection]) -> bytes:
     return buffer.getvalue()
 
 
-@router.post("", response_model=DetectionsPublic,
+@router.post("", response_model=DetectionsPublic | DetectionsList,
              responses={200: {"content": {"image/png": {}}, "description": "JSON boxes, or the PNG with `draw=true`"}})
 async def detect_objects(
     store: StoreDep,
     settings: SettingsDep,
-    file: Annotated[UploadFile, File(description="One image (PNG, JPEG, BMP, GIF, WebP), any size within the limits.")],
+    file: Annotated[list[UploadFile], File(description="One or more images (PNG, JPEG, BMP, GIF, WebP), any size within the limits.")],
     model: Annotated[str, Query(max_length=64, description="A detector in /models.")] = "trees",
     version: Annotated[int | None, Query(ge=1, description="A specific version; default the served one.")] = None,
     score_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, description="Default: the model's.")] = None,
-    draw: Annotated[bool, Query(description="Answer with the image and its boxes drawn, as PNG.")] = False,
-) -> DetectionsPublic | Response:
-    """Detect objects in an image; large images are tiled as in training and boxes merged across tiles."""
+    draw: Annotated[bool, Query(description="Answer with the image and its boxes drawn, as PNG (one file only).")] = False,
+) -> DetectionsPublic | DetectionsList | Response:
+    """Detect objects; large images are tiled as in training and boxes merged across tiles."""
     loaded = store.get(model, version)
     manifest = loaded.manifest
     if manifest.task != "detect":
         raise NotFound(f"model '{model}' is not a detector (detectors: {store.names('detect')})")
     fields = manifest.model_dump()["detection"]
     threshold = fields["score_threshold"] if score_threshold is None else score_threshold
-    [(name, data)] = await read_uploads([file], settings)
-    image, tiled = await anyio.to_thread.run_sync(_tile, data, name, fields, manifest.preprocessing, settings)
-    outputs = np.asarray(await loaded.infer(tiled.batch))
-    boxes, scores = detections_from_outputs(outputs, tiled, fields["stride"], threshold, fields["nms_iou"])
+    contents = await read_uploads(file, settings)
+    if draw and len(contents) > 1:
+        raise BadInput(f"draw=true answers one image; {len(contents)} were sent")
+    tiled = await anyio.to_thread.run_sync(
+        lambda: [_tile(data, name, fields, manifest.preprocessing, settings) for name, data in contents])
+    outputs = np.asarray(await loaded.infer(np.concatenate([tiles.batch for _, tiles in tiled])))
     label = manifest.labels[0] if manifest.labels else "object"
-    detections = [Detection(x1=round(b[0], 1), y1=round(b[1], 1), x2=round(b[2], 1), y2=round(b[3], 1),
-                            label=label, score=round(float(s), 4)) for b, s in zip(boxes, scores, strict=True)]
-    if draw:
-        png = await anyio.to_thread.run_sync(draw_boxes, image, detections)
-        return Response(content=png, media_type="image/png")
-    return DetectionsPublic(model=model, version=loaded.version, width=image.width, height=image.height,
-                            score_threshold=threshold, detections=detections, count=len(detections),
-                            filename=file.filename)
+    results, start = [], 0
+    for upload, (image, tiles) in zip(file, tiled, strict=True):
+        rows = outputs[start : start + len(tiles.batch)]
+        start += len(tiles.batch)
+        boxes, scores = detections_from_outputs(rows, tiles, fields["stride"], threshold, fields["nms_iou"])
+        detections = [Detection(x1=round(b[0], 1), y1=round(b[1], 1), x2=round(b[2], 1), y2=round(b[3], 1),
+                                label=label, score=round(float(s), 4)) for b, s in zip(boxes, scores, strict=True)]
+        if draw:
+            png = await anyio.to_thread.run_sync(draw_boxes, image, detections)
+            return Response(content=png, media_type="image/png")
+        results.append(DetectionsPublic(model=model, version=loaded.version, width=image.width, height=image.height,
+                                        score_threshold=threshold, detections=detections, count=len(detections),
+                                        filename=upload.filename))
+    if len(results) == 1:
+        return results[0]
+    return DetectionsList(model=model, version=loaded.version, results=results, count=len(results))
