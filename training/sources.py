@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from app.store.store import file_sha256
+
 Registry = Literal["pypi", "debian", "npm"]
 
 
@@ -67,14 +69,6 @@ class Source:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def combined_sha256(members: dict[str, bytes]) -> str:
@@ -218,7 +212,7 @@ def _verify_in_place(source: Source, target: Path) -> bool:
                      if p.is_file() and fnmatch.fnmatch(str(p.relative_to(target)), pinned.path)}
             if not found or combined_sha256(found) != pinned.sha256:
                 return False
-        elif not (target / pinned.path).is_file() or sha256_file(target / pinned.path) != pinned.sha256:
+        elif not (target / pinned.path).is_file() or file_sha256(target / pinned.path) != pinned.sha256:
             return False
     (target / ".verified").write_text(fingerprint(source))
     return True
