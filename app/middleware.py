@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import time
-import uuid
 from urllib.parse import parse_qs
 
 import anyio
@@ -15,6 +16,13 @@ from app.logs import request_id_var
 from app.serving import metrics
 
 REQUEST_ID_HEADER = b"x-request-id"
+# Request ids: a random per-process prefix and a counter; unique, and far cheaper than uuid4 per request.
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count()
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):020x}"
 
 
 class RequestIdMiddleware:
@@ -27,7 +35,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         given = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"").decode("latin-1")
-        request_id = given if 0 < len(given) <= 64 and given.replace("-", "").isalnum() else uuid.uuid4().hex
+        request_id = given if 0 < len(given) <= 64 and given.replace("-", "").isalnum() else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
 

@@ -12,11 +12,12 @@ from app.config import Settings
 from app.store.store import ModelStore
 
 
-def get_app_settings(request: Request) -> Settings:
+# `async def`: FastAPI runs plain `def` dependencies in a worker thread, a thread hop per request.
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> ModelStore:
+async def get_store(request: Request) -> ModelStore:
     return request.app.state.store
 
 
