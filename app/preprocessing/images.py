@@ -58,6 +58,8 @@ def flatten_alpha(image: Image.Image, background: tuple[int, int, int] = (255, 2
 
 def to_gray(image: Image.Image) -> np.ndarray:
     """Any mode → float32 luminance in [0, 255]; high-bit-depth images are stretched to fit."""
+    if image.mode == "L":  # the common case, and the cheapest
+        return np.asarray(image, dtype=np.float32)
     if image.mode in HIGH_BIT_MODES:
         values = np.asarray(image, dtype=np.float64)  # float64: a float image's range may overflow float32
         low, high = float(values.min()), float(values.max())

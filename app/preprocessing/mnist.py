@@ -61,7 +61,7 @@ def fit_box(ink: np.ndarray, box: int = BOX) -> np.ndarray:
     height, width = ink.shape
     scale = box / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    resized = np.asarray(Image.fromarray(ink, mode="F").resize(size, Image.LANCZOS)).clip(0.0, None)
+    resized = np.asarray(Image.fromarray(ink).resize(size, Image.LANCZOS)).clip(0.0, None)  # float32 → mode F
     peak = resized.max()
     return resized * (1.0 / peak) if peak > 0 else resized
 
