@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: serve test install install-dev lint train-digits evaluate-digits clean
+.PHONY: serve test install install-dev lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ serve: install
 	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
 
 test: install-dev
-	$(BIN)/python -m training fetch imagenet
+	$(BIN)/python -m training fetch imagenet  # the ImageNet weights its tests compare against
 	$(BIN)/python -m pytest
 
 lint: install-dev
