@@ -99,9 +99,11 @@ def run(args: argparse.Namespace) -> str:
 
         # 1. Forced reloads under load, with the server's memory before and after.
         rss_before = server.rss_mib()
-        reload_statuses = [call(server.base, "POST", "/admin/models/reload?force=true", key=ADMIN_KEY)
-                           for _ in range(args.reloads)]
-        rss_after_reloads = server.rss_mib()
+        reload_statuses, rss_steps = [], []
+        for index in range(args.reloads):
+            reload_statuses.append(call(server.base, "POST", "/admin/models/reload?force=true", key=ADMIN_KEY))
+            if (index + 1) % 10 == 0:
+                rss_steps.append(f"{server.rss_mib():.0f}")
 
         # 2. A training run killed mid-epoch, then one that finishes and publishes a version.
         env = {**os.environ, "MODEL_DIR": str(model_dir), "DATA_DIR": str(Path(server.data_dir)),
@@ -151,7 +153,8 @@ def run(args: argparse.Namespace) -> str:
         f"| requests sent by the load generator | {requests_sent} ({load_result.rps:.0f} req/s, p99 {load_result.p99_ms:.0f} ms) |",
         f"| non-2xx answers or socket errors in the load | {load_result.errors} (socket errors: {load_result.extra['socket_errors']}) |",
         f"| forced reloads of every model under load | {len(reload_statuses)} (statuses {sorted(set(reload_statuses))}) |",
-        f"| server RSS before reloads / after reloads / at the end, MiB | {rss_before:.0f} / {rss_after_reloads:.0f} / {rss_end:.0f} |",
+        f"| server RSS before reloads / after every 10 reloads / at the end (after a new version was added), MiB | "
+        f"{rss_before:.0f} / {' / '.join(rss_steps)} / {rss_end:.0f} |",
         f"| training run killed with SIGKILL mid-epoch | `{killed_id[:8]}`: status `{final_runs.get(killed_id, {}).get('status')}`, "
         f"error: {final_runs.get(killed_id, {}).get('error')!r} |",
         f"| second training run | status `{next((r['status'] for r in final_runs.values() if r['id'] != killed_id and r['status'] != 'failed'), '?')}`; served version afterwards: {served} |",
