@@ -54,8 +54,10 @@ class Settings(BaseSettings):
     BATCHING: bool = Field(True, description="Gather concurrent requests into one model call.")
     MAX_BATCH_SIZE: int = Field(32, ge=1, description="Most rows in one model call.")
     MAX_DELAY_MS: float = Field(2.0, ge=0, description="Longest a request waits for others to join.")
+    MAX_BATCHES_IN_FLIGHT: int = Field(2, ge=1, description="Batches of one model running at once.")
     BATCHING_OVERRIDES: dict[str, dict[str, float]] = Field(
-        default_factory=dict, description='Per model: {"imagenet": {"max_batch_size": 8, "max_delay_ms": 10}}'
+        default_factory=dict,
+        description='Per model: {"imagenet": {"max_batch_size": 8, "max_delay_ms": 10, "max_in_flight": 1}}',
     )
     BENCHMARK_BASELINES: bool = Field(False, description="Serve /baseline/* no-model endpoints.")
     TF_INTRA_OP_THREADS: int = Field(0, ge=0, description="Threads inside one op; 0 = TensorFlow's choice.")
@@ -74,13 +76,15 @@ class Settings(BaseSettings):
     def _absolute(cls, path: Path) -> Path:
         return path.expanduser().resolve()
 
-    def batching_for(self, model: str) -> tuple[int, float] | None:
-        """(max_batch_size, max_delay_ms) for `model`, or None when batching is off."""
+    def batching_for(self, model: str) -> tuple[int, float, int] | None:
+        """(max_batch_size, max_delay_ms, max_in_flight) for `model`, or None when batching is off."""
         if not self.BATCHING:
             return None
         override = self.BATCHING_OVERRIDES.get(model, {})
-        return int(override.get("max_batch_size", self.MAX_BATCH_SIZE)), float(
-            override.get("max_delay_ms", self.MAX_DELAY_MS)
+        return (
+            int(override.get("max_batch_size", self.MAX_BATCH_SIZE)),
+            float(override.get("max_delay_ms", self.MAX_DELAY_MS)),
+            int(override.get("max_in_flight", self.MAX_BATCHES_IN_FLIGHT)),
         )
 
     @property

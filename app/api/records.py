@@ -57,6 +57,9 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+_PLAIN_NUMBERS = {int, float}  # not bool, which is an int subclass with its own type
+
+
 def _as_number(value: Any, where: str) -> float:
     # bool is an int in Python, and numpy would turn "1.5" into a number: reject both explicitly.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -105,6 +108,14 @@ def json_records(payload: Any, length: int, max_records: int) -> np.ndarray:
         if not isinstance(record, list):
             raise BadInput(f"{name} is {_describe(record)}, not a list of {length} numbers")
         _check_length(record, length, name)
+        if set(map(type, record)) <= _PLAIN_NUMBERS:  # the common case, checked in C
+            try:
+                rows[index] = record
+            except OverflowError:  # an integer too large for a float: the slow path names it
+                pass
+            else:
+                if np.isfinite(rows[index]).all():
+                    continue
         rows[index] = [_as_number(value, f"{name}[{position}]") for position, value in enumerate(record)]
     return rows
 

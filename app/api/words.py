@@ -80,8 +80,11 @@ def word_ids(words: list[str], vocabulary: list[str]) -> list[int]:
 
 def word_vectors(loaded: LoadedModel, ids: list[int]) -> np.ndarray:
     """The unit vectors of these words, (len(ids), dim): columns of the cosine layer's kernel."""
-    kernel = loaded.compiled.model.get_layer(COSINE_LAYER).kernel
-    return np.asarray(keras.ops.convert_to_numpy(keras.ops.take(kernel, np.asarray(ids), axis=1))).T
+    vectors = loaded.derived.get("unit_vectors")
+    if vectors is None:  # once per loaded version: (vocabulary, dim), rows are words
+        kernel = loaded.compiled.model.get_layer(COSINE_LAYER).kernel
+        vectors = loaded.derived["unit_vectors"] = np.ascontiguousarray(keras.ops.convert_to_numpy(kernel).T)
+    return vectors[np.asarray(ids)]
 
 
 def check_k(k: int, vocabulary: list[str], excluded: int, settings: Settings) -> int:

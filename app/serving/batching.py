@@ -52,11 +52,17 @@ class _Pending:
 class DynamicBatcher:
     """One queue and one worker per loaded model version."""
 
-    def __init__(self, run_batch: RunBatch, model: str, max_batch_size: int = 32, max_delay_ms: float = 2.0):
+    def __init__(self, run_batch: RunBatch, model: str, max_batch_size: int = 32, max_delay_ms: float = 2.0,
+                 max_in_flight: int = 2):
         self.run_batch = run_batch
         self.model = model
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay_ms / 1000.0
+        # Batches running at once: while one computes, the next is gathered and started, so the
+        # cores never wait on the gathering (Triton's "instance count").
+        self.max_in_flight = max(1, int(max_in_flight))
+        self._slots: asyncio.Semaphore | None = None
+        self._running: set[asyncio.Task] = set()
         self._queue: collections.deque[_Pending | None] = collections.deque()
         self._arrival: asyncio.Future | None = None  # set when an item arrives while the worker waits
         self._worker: asyncio.Task | None = None
@@ -68,6 +74,7 @@ class DynamicBatcher:
             raise RuntimeError(f"the batcher of {self.model} is shut down")
         loop = asyncio.get_running_loop()
         if self._worker is None:  # started lazily, on the serving event loop
+            self._slots = asyncio.Semaphore(self.max_in_flight)
             self._worker = loop.create_task(self._work(), name=f"batcher-{self.model}")
         pending = _Pending(inputs, loop.create_future())
         self._put(pending)
@@ -129,7 +136,18 @@ class DynamicBatcher:
                     break
                 batch.append(item)
                 rows += len(item.inputs)
+            await self._slots.acquire()
+            task = asyncio.get_running_loop().create_task(self._run_in_slot(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        if self._running:  # shutting down: answer what is already running
+            await asyncio.gather(*self._running)
+
+    async def _run_in_slot(self, batch: list[_Pending]) -> None:
+        try:
             await self._run(batch)
+        finally:
+            self._slots.release()
 
     async def _run(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()

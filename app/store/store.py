@@ -43,6 +43,8 @@ class LoadedModel:
     compiled: CompiledModel
     load_seconds: float
     batcher: DynamicBatcher | None = None
+    # Values a router derives once from this version (a vocabulary's unit vectors, say), not per request.
+    derived: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -61,7 +63,7 @@ class LoadedModel:
         return await self.batcher.submit(batch)
 
 
-BatchingPolicy = Callable[[str], "tuple[int, float] | None"]
+BatchingPolicy = Callable[[str], "tuple[int, float, int] | None"]
 
 
 def no_batching(_model: str) -> None:
