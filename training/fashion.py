@@ -237,21 +237,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--colour-mode", choices=("rgb", "grayscale"), default="rgb", help="For folder images.")
     parser.add_argument("--validation-fraction", type=float, default=0.15, help="Of a folder dataset.")
     parser.add_argument("--test-fraction", type=float, default=0.15, help="Of a folder dataset.")
-    parser.add_argument("--epochs", type=int, default=28)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--width", type=int, default=32, help="Channels of the first block (doubled per block).")
-    parser.add_argument("--convolutions", default="1,2,2",
+    parser.add_argument("--convolutions", default="2,2,2",
                         help="Convolutions per block, comma-separated (one block per number).")
     parser.add_argument("--dense-units", type=int, default=256)
     parser.add_argument("--dropout", type=float, default=0.2, help="After each block (+0.1 after the last).")
     parser.add_argument("--bf16", action="store_true",
                         help="Train in mixed bfloat16 (about 2x faster on CPUs with AVX-512 BF16); ships float32.")
-    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--label-smoothing", type=float, default=0.05)
     parser.add_argument("--max-shift", type=int, default=2, help="Random shift augmentation, pixels.")
     parser.add_argument("--no-flip", dest="flip", action="store_false", help="No horizontal flips.")
     parser.add_argument("--patience", type=int, default=8, help="Early stopping, epochs without a better val loss.")
-    parser.add_argument("--plateau-patience", type=int, default=1, help="Epochs before halving the learning rate.")
+    parser.add_argument("--plateau-patience", type=int, default=2, help="Epochs before halving the learning rate.")
     parser.add_argument("--limit", type=int, default=None, help="Use only the first N training images.")
 
 
