@@ -22,7 +22,7 @@ from app.runs.db import open_registry
 from app.runs.registry import mark_stale_runs
 from app.runs.shipped import import_shipped_runs
 from app.serving.device import configure_device, configure_threads
-from app.store.store import ModelStore
+from app.store.store import ModelStore, settle_heap
 from app.store.watch import watch_store
 
 log = logging.getLogger("app")
@@ -59,6 +59,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     store = ModelStore(settings.MODEL_DIR, device, dict(settings.PINNED_VERSIONS), settings.batching_for)
     app.state.store = store
     await anyio.to_thread.run_sync(store.load_all)
+    settle_heap()
     log.info("ready: %s on %s (%d shipped runs imported)", store.names(), device, imported)
     app.state.ready = True
     watcher = None
