@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.faults", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=60, help="Seconds of load.")
-    parser.add_argument("--reloads", type=int, default=30)
+    parser.add_argument("--reloads", type=int, default=60)
     parser.add_argument("--model-dir", type=Path, default=REPO_ROOT / "models")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "docs" / "faults.md")
     args = parser.parse_args(argv)
