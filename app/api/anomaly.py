@@ -11,7 +11,6 @@ from pydantic import BaseModel, Field
 from app.api.deps import SettingsDep, StoreDep
 from app.api.records import RECORDS_REQUEST_BODY, read_records
 from app.api.schemas import ERROR_RESPONSES
-from app.errors import NotFound
 from app.preprocessing.records import denormalise_records, normalise_records, reconstruction_errors
 from app.store.manifest import Manifest
 
@@ -78,10 +77,8 @@ async def score_records(
     reconstruction: Annotated[bool, Query(description="Also return each record's reconstruction.")] = False,
 ) -> AnomalyScores:
     """Score records (JSON `records`/`record`, or CSV one per line); error over the threshold = anomaly."""
-    loaded = store.get(model, version)
+    loaded = store.get(model, version, task="anomaly")
     manifest = loaded.manifest
-    if manifest.task != "anomaly":
-        raise NotFound(f"model '{model}' is not an anomaly model (anomaly models: {store.names('anomaly')})")
     records = await read_records(request, settings, manifest.input_spec.shape[0])
     inputs = normalise_records(records, manifest.preprocessing)
     outputs = np.asarray(await loaded.infer(inputs))

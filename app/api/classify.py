@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Query, UploadFile
 from app.api.deps import SettingsDep, StoreDep
 from app.api.schemas import ERROR_RESPONSES, ClassProbability, Prediction, PredictionList
 from app.api.uploads import prepare_uploads, read_uploads
-from app.errors import BadInput, NotFound
+from app.errors import BadInput
 
 router = APIRouter(prefix="/classify", tags=["classify"], responses=ERROR_RESPONSES)
 
@@ -34,10 +34,8 @@ async def classify_images(
     k: Annotated[int | None, Query(ge=1, description="How many top classes to return.")] = None,
 ) -> Prediction | PredictionList:
     """Classify images; one file gets one prediction, several get a list in the same order."""
-    loaded = store.get(model, version)
+    loaded = store.get(model, version, task="classify")
     manifest = loaded.manifest
-    if manifest.task != "classify":
-        raise NotFound(f"model '{model}' is not a classifier (classifiers: {store.names('classify')})")
     if k is not None and k > settings.MAX_K:
         raise BadInput(f"k={k} is over the limit of {settings.MAX_K}")
     top_k = min(k or default_k(len(manifest.labels)), len(manifest.labels))

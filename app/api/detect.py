@@ -18,7 +18,7 @@ from app.api.schemas import ERROR_RESPONSES
 from app.api.uploads import read_uploads
 from app.config import Settings
 from app.detection.tiled import TiledImage, detections_from_outputs, tile_for_model
-from app.errors import BadInput, NotFound, TooLarge
+from app.errors import BadInput, TooLarge
 from app.preprocessing.images import decode_image, to_rgb
 from app.preprocessing.tiling import tile_grid
 
@@ -91,10 +91,8 @@ async def detect_objects(
     draw: Annotated[bool, Query(description="Answer with the image and its boxes drawn, as PNG (one file only).")] = False,
 ) -> DetectionsPublic | DetectionsList | Response:
     """Detect objects; large images are tiled as in training and boxes merged across tiles."""
-    loaded = store.get(model, version)
+    loaded = store.get(model, version, task="detect")
     manifest = loaded.manifest
-    if manifest.task != "detect":
-        raise NotFound(f"model '{model}' is not a detector (detectors: {store.names('detect')})")
     fields = manifest.model_dump()["detection"]
     threshold = fields["score_threshold"] if score_threshold is None else score_threshold
     contents = await read_uploads(file, settings)

@@ -49,10 +49,7 @@ class AnalogyAnswer(BaseModel):
 
 
 def words_model(store: ModelStore, model: str, version: int | None) -> LoadedModel:
-    loaded = store.get(model, version)
-    if loaded.manifest.task != "embedding":
-        raise NotFound(f"model '{model}' is not a word-embedding model (those are: {store.names('embedding')})")
-    return loaded
+    return store.get(model, version, task="embedding")
 
 
 def read_word(text: str, field: str) -> str:

@@ -100,6 +100,10 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+TASK_NOUNS = {"classify": "a classifier", "anomaly": "an anomaly model", "embedding": "a word-embedding model",
+              "detect": "a detector"}
+
+
 @dataclass
 class ModelStore:
     """Every loaded version of every model; the newest is served unless a version is pinned."""
@@ -174,7 +178,14 @@ class ModelStore:
             return pinned
         return max(versions, default=None)
 
-    def get(self, name: str, version: int | None = None) -> LoadedModel:
+    def get(self, name: str, version: int | None = None, task: str | None = None) -> LoadedModel:
+        """The served (or asked-for) version of `name`; with `task`, only a model doing that task."""
+        model = self._get(name, version)
+        if task is not None and model.manifest.task != task:
+            raise NotFound(f"model '{name}' is not {TASK_NOUNS[task]} (those are: {self.names(task)})")
+        return model
+
+    def _get(self, name: str, version: int | None) -> LoadedModel:
         versions = self.loaded.get(name)
         if not versions:
             known = ", ".join(sorted(self.loaded)) or "none"
