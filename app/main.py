@@ -56,7 +56,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             mark_stale_runs(session, settings.RUN_STALE_AFTER_S)
 
     mark_stale()
-    store = ModelStore(settings.MODEL_DIR, device, dict(settings.PINNED_VERSIONS), settings.batching_for)
+    store = ModelStore(settings.MODEL_DIR, device, dict(settings.PINNED_VERSIONS), settings.batching_for,
+                       embedding_top_k=settings.MAX_K + settings.MAX_ANALOGY_TERMS)
     app.state.store = store
     await anyio.to_thread.run_sync(store.load_all)
     settle_heap()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -149,3 +150,40 @@ def test_metrics_count_requests_and_batches(client):
     assert count(text) == before + 3
     assert 'labnets_batch_rows_count{model="digits"}' in text
     assert 'labnets_model_load_seconds{model="digits",version="1"}' in text
+
+
+def test_prepare_runs_on_the_batch_thread_and_a_bad_input_fails_alone():
+    recorder = Recorder()
+    threads = []
+
+    def parse(text: str) -> np.ndarray:
+        threads.append(threading.current_thread())
+        return np.array([[float(text)]], np.float32)  # "oops" raises ValueError
+
+    async def scenario():
+        batcher = DynamicBatcher(recorder, "m", max_batch_size=64, max_delay_ms=30)
+        results = await asyncio.gather(*(batcher.submit(t, parse, rows=1) for t in ("1", "oops", "3")),
+                                       return_exceptions=True)
+        await batcher.close()
+        return results
+
+    one, bad, three = asyncio.run(scenario())
+    assert float(one[0, 0]) == 11 and float(three[0, 0]) == 31
+    assert isinstance(bad, ValueError)
+    assert recorder.batch_sizes == [2]  # the two good inputs still ran as one batch
+    assert threads and all(t is not threading.main_thread() for t in threads)
+
+
+def test_compiled_top_k_ranks_like_a_full_sort():
+    import keras
+
+    from app.serving.runtime import CompiledModel
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(50, use_bias=False)(inputs))
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    full = CompiledModel(model, [4], "float32", "/CPU:0")(x)
+    scores, ids = CompiledModel(model, [4], "float32", "/CPU:0", top_k=7)(x)
+    assert ids.shape == (3, 7)
+    assert (ids == np.argsort(-full, axis=1)[:, :7]).all()
+    assert np.allclose(scores, np.take_along_axis(full, ids, axis=1))

@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Query, UploadFile
 
 from app.api.deps import SettingsDep, StoreDep
 from app.api.schemas import ERROR_RESPONSES, ClassProbability, Prediction, PredictionList
-from app.api.uploads import prepare_uploads, read_uploads
+from app.api.uploads import read_uploads, upload_preparer
 from app.errors import BadInput
 
 router = APIRouter(prefix="/classify", tags=["classify"], responses=ERROR_RESPONSES)
@@ -40,8 +40,8 @@ async def classify_images(
         raise BadInput(f"k={k} is over the limit of {settings.MAX_K}")
     top_k = min(k or default_k(len(manifest.labels)), len(manifest.labels))
     contents = await read_uploads(file, settings)
-    batch = await prepare_uploads(contents, manifest.preprocessing, settings)
-    probabilities = np.asarray(await loaded.infer(batch))
+    prepare = upload_preparer(manifest.preprocessing, settings)
+    probabilities = np.asarray(await loaded.infer(contents, prepare, rows=len(contents)))
     predictions = []
     for upload, row in zip(file, probabilities, strict=True):
         top = rank_classes(row, manifest.labels, top_k)

@@ -14,12 +14,12 @@ import json
 import math
 from typing import Any
 
-import anyio
 import numpy as np
 from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from app.api.uploads import sized_work
 from app.config import Settings
 from app.errors import BadInput, TooLarge, Unsupported
 
@@ -201,11 +201,11 @@ async def read_records(request: Request, settings: Settings, length: int) -> np.
     limit, max_records = settings.MAX_RECORDS_BYTES, settings.MAX_RECORDS_PER_REQUEST
     if content_type == "multipart/form-data":
         data = await read_csv_upload(request, limit, settings.MAX_FILES_PER_REQUEST)
-        return await anyio.to_thread.run_sync(parse_csv_records, data, length, max_records)
+        return await sized_work(len(data), parse_csv_records, data, length, max_records)
     if content_type in CSV_TYPES:
         data = await read_body(request, limit)
-        return await anyio.to_thread.run_sync(parse_csv_records, data, length, max_records)
+        return await sized_work(len(data), parse_csv_records, data, length, max_records)
     if content_type == "application/json" or content_type.endswith("+json"):
         data = await read_body(request, limit)
-        return await anyio.to_thread.run_sync(parse_json_records, data, length, max_records)
+        return await sized_work(len(data), parse_json_records, data, length, max_records)
     raise Unsupported(f"content type {content_type!r}: send JSON, a CSV upload (multipart 'file') or text/csv")

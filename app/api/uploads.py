@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -41,16 +42,22 @@ async def read_uploads(uploads: list[UploadFile], settings: Settings) -> list[tu
 
 async def off_loop_if_large(work: Callable[..., T], contents: list[tuple[str, bytes]], *args: Any) -> T:
     """Run input work inline for small uploads, in a worker thread for large ones."""
-    if sum(len(data) for _, data in contents) <= INLINE_BYTES:
-        return work(contents, *args)
-    return await anyio.to_thread.run_sync(work, contents, *args)
+    return await sized_work(sum(len(data) for _, data in contents), work, contents, *args)
+
+
+async def sized_work(size: int, work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` inline when its input is `size` <= INLINE_BYTES bytes, else in a worker thread."""
+    if size <= INLINE_BYTES:
+        return work(*args)
+    return await anyio.to_thread.run_sync(work, *args)
 
 
 def decode_all(contents: list[tuple[str, bytes]], max_pixels: int) -> list[Any]:
     return [decode_image(data, max_pixels, label) for label, data in contents]
 
 
-def _prepare_all(contents: list[tuple[str, bytes]], preprocessing: dict[str, Any], max_pixels: int) -> np.ndarray:
+def prepare_all(contents: list[tuple[str, bytes]], preprocessing: dict[str, Any], max_pixels: int) -> np.ndarray:
+    """Decode and prepare every image: one float32 batch in upload order, or a 4xx naming the file."""
     prepared = []
     for label, data in contents:
         image = decode_image(data, max_pixels, label)
@@ -61,8 +68,7 @@ def _prepare_all(contents: list[tuple[str, bytes]], preprocessing: dict[str, Any
     return np.stack(prepared).astype(np.float32)
 
 
-async def prepare_uploads(
-    contents: list[tuple[str, bytes]], preprocessing: dict[str, Any], settings: Settings
-) -> np.ndarray:
-    """Decode and prepare every image; one batch in upload order."""
-    return await off_loop_if_large(_prepare_all, contents, preprocessing, settings.MAX_IMAGE_PIXELS)
+def upload_preparer(preprocessing: dict[str, Any], settings: Settings) -> Callable[[list[tuple[str, bytes]]], np.ndarray]:
+    """`prepare_all` for one model, to hand to `LoadedModel.infer`: the uploads are decoded and
+    prepared on the thread that runs the model, not on the event loop."""
+    return functools.partial(prepare_all, preprocessing=preprocessing, max_pixels=settings.MAX_IMAGE_PIXELS)

@@ -62,16 +62,19 @@ def read_word(text: str, field: str) -> str:
     return tokens[0]
 
 
-def word_ids(words: list[str], vocabulary: list[str]) -> list[int]:
+def word_ids(loaded: LoadedModel, words: list[str]) -> list[int]:
     """Vocabulary positions; an unknown word is a 404 that offers close spellings."""
+    positions = loaded.derived.get("positions")
+    if positions is None:  # once per loaded version: a list's .index() is a scan per request
+        positions = loaded.derived["positions"] = {word: i for i, word in enumerate(loaded.manifest.labels)}
     ids = []
     for word in words:
-        try:
-            ids.append(vocabulary.index(word))
-        except ValueError:
+        if word not in positions:
+            vocabulary = loaded.manifest.labels
             close = difflib.get_close_matches(word, vocabulary, n=5, cutoff=0.6)
             hint = f"; close spellings: {', '.join(close)}" if close else ""
-            raise NotFound(f"'{word}' is not in the vocabulary ({len(vocabulary):,} words){hint}") from None
+            raise NotFound(f"'{word}' is not in the vocabulary ({len(vocabulary):,} words){hint}")
+        ids.append(positions[word])
     return ids
 
 
@@ -90,13 +93,22 @@ def check_k(k: int, vocabulary: list[str], excluded: int, settings: Settings) ->
     return min(k, len(vocabulary) - excluded)
 
 
-def top_words(scores: np.ndarray, vocabulary: list[str], exclude: list[int], k: int) -> list[WordScore]:
-    """The k best scores, best first, leaving out the query's own words."""
-    scores = scores.astype(np.float64, copy=True)
-    scores[exclude] = -np.inf
-    best = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-    best = best[np.argsort(-scores[best], kind="stable")]
-    return [WordScore(word=vocabulary[i], score=round(float(scores[i]), 6)) for i in best]
+def top_words(ranked: tuple[np.ndarray, np.ndarray], vocabulary: list[str], exclude: list[int], k: int
+              ) -> list[WordScore]:
+    """The k best words, best first, leaving out the query's own words.
+
+    `ranked` is one query's (scores, word ids), best first, as the served graph ranks them
+    (`embedding_top_k` words: at least k plus the excluded ones)."""
+    scores, ids = ranked
+    excluded = set(exclude)
+    best = [(int(i), float(v)) for v, i in zip(scores.tolist(), ids.tolist(), strict=True) if i not in excluded]
+    return [WordScore(word=vocabulary[i], score=round(v, 6)) for i, v in best[:k]]
+
+
+async def nearest(loaded: LoadedModel, query: np.ndarray, exclude: list[int], k: int) -> list[WordScore]:
+    """The k words nearest to one unit query vector (dim,), by cosine."""
+    scores, ids = await loaded.infer(query[None, :])
+    return top_words((scores[0], ids[0]), loaded.manifest.labels, exclude, k)
 
 
 ModelQuery = Annotated[str, Query(max_length=64, description="A word-embedding model in /models.")]
@@ -115,13 +127,11 @@ async def read_similar_words(
 ) -> SimilarWords:
     """The k words nearest to a word by cosine similarity, best first."""
     loaded = words_model(store, model, version)
-    vocabulary = loaded.manifest.labels
     query = read_word(word, "word")
-    top_k = check_k(k, vocabulary, 1, settings)
-    ids = word_ids([query], vocabulary)
-    scores = np.asarray(await loaded.infer(word_vectors(loaded, ids)))[0]
+    top_k = check_k(k, loaded.manifest.labels, 1, settings)
+    ids = word_ids(loaded, [query])
     return SimilarWords(model=model, version=loaded.version, word=query,
-                        neighbours=top_words(scores, vocabulary, ids, top_k))
+                        neighbours=await nearest(loaded, word_vectors(loaded, ids)[0], ids, top_k))
 
 
 @router.get("/analogy", response_model=AnalogyAnswer)
@@ -143,12 +153,12 @@ async def read_analogy(
     plus = [read_word(w, "positive") for w in positive]
     minus = [read_word(w, "negative") for w in negative]
     top_k = check_k(k, vocabulary, len(set(plus + minus)), settings)
-    plus_ids, minus_ids = word_ids(plus, vocabulary), word_ids(minus, vocabulary)
+    plus_ids, minus_ids = word_ids(loaded, plus), word_ids(loaded, minus)
     vectors = word_vectors(loaded, plus_ids + minus_ids)
     query = vectors[: len(plus_ids)].sum(axis=0) - vectors[len(plus_ids) :].sum(axis=0)
     norm = float(np.linalg.norm(query))
     if norm < 1e-6:
         raise BadInput("the positive and negative words cancel out: there is nothing left to look up")
-    scores = np.asarray(await loaded.infer((query / norm)[None, :]))[0]
+    answers = await nearest(loaded, query / norm, plus_ids + minus_ids, top_k)
     return AnalogyAnswer(model=model, version=loaded.version, positive=plus, negative=minus,
-                         answers=top_words(scores, vocabulary, plus_ids + minus_ids, top_k))
+                         answers=answers)

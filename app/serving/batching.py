@@ -4,23 +4,29 @@ Concurrent requests for the same model are queued; a worker takes the first, gat
 `max_batch_size` rows or until `max_delay_ms` after the first arrived, runs them as one batch off
 the event loop, and gives each caller its own rows back. The model's fixed per-call cost is then
 paid once per batch instead of once per request.
+
+The batches run on the batcher's own threads: the event loop hands a batch over with one queue put
+and gets every answer back with one callback, and a request's input preparation (decoding an
+upload, say) can run there too, on the other core, instead of on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
 import numpy as np
 
 from app.serving import metrics
 
 RunBatch = Callable[[np.ndarray], Any]
+Prepare = Callable[[Any], np.ndarray]
 
 
 def take_rows(outputs: Any, start: int, stop: int) -> Any:
@@ -44,13 +50,21 @@ def join_rows(parts: list[Any]) -> Any:
 
 @dataclass
 class _Pending:
-    inputs: np.ndarray
+    inputs: Any  # rows (an array), or raw inputs that `prepare` turns into rows
     future: asyncio.Future
+    rows: int
+    prepare: Prepare | None = None
     enqueued: float = field(default_factory=time.perf_counter)
 
 
+@dataclass
+class _Outcome:
+    value: Any = None
+    error: BaseException | None = None
+
+
 class DynamicBatcher:
-    """One queue and one worker per loaded model version."""
+    """One queue, one gathering task and `max_in_flight` batch threads per loaded model version."""
 
     def __init__(self, run_batch: RunBatch, model: str, max_batch_size: int = 32, max_delay_ms: float = 2.0,
                  max_in_flight: int = 2):
@@ -62,23 +76,36 @@ class DynamicBatcher:
         # cores never wait on the gathering (Triton's "instance count").
         self.max_in_flight = max(1, int(max_in_flight))
         self._slots: asyncio.Semaphore | None = None
-        self._running: set[asyncio.Task] = set()
         self._queue: collections.deque[_Pending | None] = collections.deque()
         self._arrival: asyncio.Future | None = None  # set when an item arrives while the worker waits
         self._worker: asyncio.Task | None = None
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
         self._closed = False
 
-    async def submit(self, inputs: np.ndarray) -> Any:
-        """Queue `inputs` (rows of one request) and wait for their outputs."""
+    async def submit(self, inputs: Any, prepare: Prepare | None = None, rows: int | None = None) -> Any:
+        """Queue one request's rows and wait for their outputs.
+
+        With `prepare`, `inputs` is raw (uploaded bytes, say): `prepare(inputs)` makes the rows on
+        the batch thread, and its error, if any, goes to this request alone; `rows` says how many
+        it will make (for `max_batch_size`)."""
         if self._closed:
             raise RuntimeError(f"the batcher of {self.model} is shut down")
         loop = asyncio.get_running_loop()
         if self._worker is None:  # started lazily, on the serving event loop
-            self._slots = asyncio.Semaphore(self.max_in_flight)
-            self._worker = loop.create_task(self._work(), name=f"batcher-{self.model}")
-        pending = _Pending(inputs, loop.create_future())
+            self._start(loop)
+        count = rows if rows is not None else len(inputs)
+        pending = _Pending(inputs, loop.create_future(), count, prepare)
         self._put(pending)
         return await pending.future
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._slots = asyncio.Semaphore(self.max_in_flight)
+        self._worker = loop.create_task(self._work(), name=f"batcher-{self.model}")
+        for index in range(self.max_in_flight):
+            thread = threading.Thread(target=self._serve_batches, name=f"batch-{self.model}-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def _put(self, item: _Pending | None) -> None:
         self._queue.append(item)
@@ -111,13 +138,20 @@ class DynamicBatcher:
         return self._closed
 
     async def close(self) -> None:
-        """Stop taking requests, answer everything already queued, then stop the worker."""
+        """Stop taking requests, answer everything already queued, then stop the worker and threads."""
         self._closed = True
-        if self._worker is not None:
-            self._put(None)
-            await self._worker
+        if self._worker is None:
+            return
+        self._put(None)
+        await self._worker
+        for _ in range(self.max_in_flight):  # every slot back: every batch answered
+            await self._slots.acquire()
+        for _ in self._threads:
+            self._jobs.put(None)
+        await asyncio.sleep(0)  # the answered callers resume before the close returns
 
     async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
         stopping = False
         while not stopping:
             first = await self._next(None)
@@ -125,7 +159,7 @@ class DynamicBatcher:
                 continue
             if first is None:
                 break
-            batch, rows = [first], len(first.inputs)
+            batch, rows = [first], first.rows
             deadline = first.enqueued + self.max_delay
             while rows < self.max_batch_size:
                 item = await self._next(deadline - time.perf_counter())
@@ -135,50 +169,65 @@ class DynamicBatcher:
                     stopping = True
                     break
                 batch.append(item)
-                rows += len(item.inputs)
+                rows += item.rows
             await self._slots.acquire()
-            task = asyncio.get_running_loop().create_task(self._run_in_slot(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-        if self._running:  # shutting down: answer what is already running
-            await asyncio.gather(*self._running)
-
-    async def _run_in_slot(self, batch: list[_Pending]) -> None:
-        try:
-            await self._run(batch)
-        finally:
-            self._slots.release()
-
-    async def _run(self, batch: list[_Pending]) -> None:
-        started = time.perf_counter()
-        for item in batch:
-            metrics.QUEUE_SECONDS.labels(self.model).observe(started - item.enqueued)
-        metrics.BATCH_SIZE.labels(self.model).observe(sum(len(item.inputs) for item in batch))
-        try:
-            outputs = await anyio.to_thread.run_sync(self.run_batch, np.concatenate([i.inputs for i in batch]))
-        except Exception as error:
-            if len(batch) == 1:
-                return self._fail(batch[0], error)
-            # One bad item must not fail the others: run each alone, so only it gets the error.
+            started = time.perf_counter()
             for item in batch:
-                await self._run_alone(item)
-            return
-        start = 0
-        for item in batch:
-            stop = start + len(item.inputs)
-            if not item.future.done():
-                item.future.set_result(take_rows(outputs, start, stop))
-            start = stop
+                metrics.QUEUE_SECONDS.labels(self.model).observe(started - item.enqueued)
+            metrics.BATCH_SIZE.labels(self.model).observe(rows)
+            self._jobs.put((loop, batch))
 
-    async def _run_alone(self, item: _Pending) -> None:
+    # --- on a batch thread --------------------------------------------------------------------
+
+    def _serve_batches(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            loop, batch = job
+            outcomes = self._compute(batch)
+            try:
+                loop.call_soon_threadsafe(self._deliver, batch, outcomes)
+            except RuntimeError:  # the loop is gone (interpreter shutting down): nobody waits
+                return
+
+    def _compute(self, batch: list[_Pending]) -> list[_Outcome]:
+        outcomes = [_Outcome() for _ in batch]
+        inputs: list[np.ndarray | None] = []
+        for item, outcome in zip(batch, outcomes, strict=True):
+            try:
+                inputs.append(item.prepare(item.inputs) if item.prepare is not None else item.inputs)
+            except Exception as error:  # this request's input is bad: it alone gets the error
+                outcome.error = error
+                inputs.append(None)
+        live = [i for i, outcome in enumerate(outcomes) if outcome.error is None]
+        if not live:
+            return outcomes
         try:
-            outputs = await anyio.to_thread.run_sync(self.run_batch, item.inputs)
+            outputs = self.run_batch(np.concatenate([inputs[i] for i in live]))
         except Exception as error:
-            return self._fail(item, error)
-        if not item.future.done():
-            item.future.set_result(outputs)
+            if len(live) == 1:
+                outcomes[live[0]].error = error
+                return outcomes
+            # One bad item must not fail the others: run each alone, so only it gets the error.
+            for i in live:
+                try:
+                    outcomes[i].value = self.run_batch(inputs[i])
+                except Exception as alone_error:
+                    outcomes[i].error = alone_error
+            return outcomes
+        start = 0
+        for i in live:
+            stop = start + len(inputs[i])
+            outcomes[i].value = take_rows(outputs, start, stop)
+            start = stop
+        return outcomes
 
-    @staticmethod
-    def _fail(item: _Pending, error: Exception) -> None:
-        if not item.future.done():
-            item.future.set_exception(error)
+    # --- back on the event loop ---------------------------------------------------------------
+
+    def _deliver(self, batch: list[_Pending], outcomes: list[_Outcome]) -> None:
+        self._slots.release()
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if item.future.done():  # the caller went away
+                continue
+            if outcome.error is not None:
+                item.future.set_exception(outcome.error)
+            else:
+                item.future.set_result(outcome.value)

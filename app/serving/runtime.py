@@ -18,13 +18,21 @@ import tensorflow as tf
 class CompiledModel:
     """A Keras model behind a `tf.function` with input signature `(None, *input_shape)`."""
 
-    def __init__(self, model: keras.Model, input_shape: list[int], dtype: str, device: str):
+    def __init__(self, model: keras.Model, input_shape: list[int], dtype: str, device: str, top_k: int | None = None):
+        """With `top_k`, the graph answers (values, indices) of each row's `top_k` largest outputs,
+        best first, instead of every output: a score for each of thousands of words is ranked in
+        TensorFlow's C++ kernels, not in Python on the event loop."""
         self.model = model
         self.device = device
         self.input_shape = tuple(input_shape)
         self.dtype = dtype
         spec = tf.TensorSpec(shape=(None, *self.input_shape), dtype=tf.as_dtype(dtype))
-        function = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+        def run(x: tf.Tensor) -> Any:
+            outputs = model(x, training=False)
+            return outputs if top_k is None else tuple(tf.math.top_k(outputs, top_k))
+
+        function = tf.function(run, input_signature=[spec])
         with tf.device(device):  # placement is fixed when the graph is traced
             self._call = function.get_concrete_function()
 

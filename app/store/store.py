@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import logging
@@ -18,7 +19,7 @@ import numpy as np
 
 from app.errors import BadInput, NotFound
 from app.serving import metrics
-from app.serving.batching import DynamicBatcher
+from app.serving.batching import DynamicBatcher, Prepare
 from app.serving.runtime import CompiledModel
 from app.store.layout import complete_versions, model_names, version_dir
 from app.store.manifest import MODEL_FILE, Manifest, read_manifest
@@ -54,13 +55,22 @@ class LoadedModel:
     def version(self) -> int:
         return self.manifest.version
 
-    async def infer(self, batch: np.ndarray) -> Any:
-        """Run a prepared batch off the event loop, gathered with other requests' when batching is on."""
+    async def infer(self, inputs: Any, prepare: Prepare | None = None, rows: int | None = None) -> Any:
+        """Run a batch off the event loop, gathered with other requests' when batching is on.
+
+        `inputs` is a prepared batch, or with `prepare` raw inputs (uploads, say) that `prepare`
+        turns into `rows` rows on the thread that runs the model; either way a batch that does not
+        fit the model is a 4xx for this request alone."""
+        checked = functools.partial(self._checked, prepare)
+        if self.batcher is None or self.batcher.closed:  # closed: replaced by a reload mid-request
+            return await anyio.to_thread.run_sync(lambda: self.compiled(checked(inputs)))
+        return await self.batcher.submit(inputs, checked, rows if prepare is not None else len(inputs))
+
+    def _checked(self, prepare: Prepare | None, inputs: Any) -> np.ndarray:
+        batch = prepare(inputs) if prepare is not None else inputs
         if tuple(batch.shape[1:]) != self.compiled.input_shape:
             raise BadInput(f"input of shape {tuple(batch.shape[1:])} does not fit {self.name}'s {self.compiled.input_shape}")
-        if self.batcher is None or self.batcher.closed:  # closed: replaced by a reload mid-request
-            return await anyio.to_thread.run_sync(self.compiled, batch)
-        return await self.batcher.submit(batch)
+        return batch
 
 
 BatchingPolicy = Callable[[str], "tuple[int, float, int] | None"]
@@ -70,8 +80,15 @@ def no_batching(_model: str) -> None:
     return None
 
 
-def load_version(path: Path, device: str, batching: BatchingPolicy = no_batching) -> LoadedModel:
-    """Load and warm one version folder; refuse it if its weights are not what the manifest says."""
+# Words a words model ranks in its graph: enough for the default MAX_K plus the words of an analogy.
+EMBEDDING_TOP_K = 110
+
+
+def load_version(path: Path, device: str, batching: BatchingPolicy = no_batching,
+                 embedding_top_k: int = EMBEDDING_TOP_K) -> LoadedModel:
+    """Load and warm one version folder; refuse it if its weights are not what the manifest says.
+
+    A word-embedding model answers its `embedding_top_k` best words per query, ranked in the graph."""
     started = time.perf_counter()
     manifest = read_manifest(path)
     if (manifest.name, str(manifest.version)) != (path.parent.name, path.name):
@@ -80,7 +97,8 @@ def load_version(path: Path, device: str, batching: BatchingPolicy = no_batching
     if manifest.artifact_sha256 and file_sha256(weights) != manifest.artifact_sha256:
         raise ValueError(f"{weights} does not match the sha256 in its manifest")
     model = keras.saving.load_model(weights, compile=False, safe_mode=True)
-    compiled = CompiledModel(model, manifest.input_spec.shape, manifest.input_spec.dtype, device)
+    top_k = min(embedding_top_k, len(manifest.labels)) if manifest.task == "embedding" else None
+    compiled = CompiledModel(model, manifest.input_spec.shape, manifest.input_spec.dtype, device, top_k)
     compiled.warm_up()
     policy = batching(manifest.name)
     batcher = DynamicBatcher(compiled, manifest.name, *policy) if policy else None
@@ -112,6 +130,7 @@ class ModelStore:
     device: str
     pinned: dict[str, int] = field(default_factory=dict)
     batching: BatchingPolicy = no_batching
+    embedding_top_k: int = EMBEDDING_TOP_K
     loaded: dict[str, dict[int, LoadedModel]] = field(default_factory=dict)
     failures: dict[str, dict[int, str]] = field(default_factory=dict)
     retired: list[LoadedModel] = field(default_factory=list)
@@ -156,7 +175,7 @@ class ModelStore:
         """Load one version beside the others; a broken version is logged and reported, not fatal."""
         path = version_dir(self.model_dir, name, version)
         try:
-            model = load_version(path, self.device, self.batching)
+            model = load_version(path, self.device, self.batching, self.embedding_top_k)
         except Exception as error:  # any failure to load must leave the service serving
             log.error("refused %s version %s: %s", name, version, error)
             self.failures.setdefault(name, {})[version] = f"{type(error).__name__}: {error}"
