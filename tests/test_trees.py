@@ -150,9 +150,14 @@ def rectangles_scene(seed: int, size: int = 128, count: int = 6) -> Scene:
 
 
 def tiny_args(**overrides) -> argparse.Namespace:
-    values = dict(tile=TILE, train_overlap=32, stage1_epochs=3, stage2_epochs=1, steps_per_epoch=8, batch_size=8,
-                  learning_rate=5e-3, finetune_learning_rate=1e-3, score_threshold=0.2, no_compare=True,
-                  voc_folder=None, seed=3, resume=False, quiet=True)
+    """The command's own defaults (so a new flag needs no change here), shrunk to a tiny run."""
+    from training.trees.pipeline import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    values = dict(vars(parser.parse_args([])), tile=TILE, train_overlap=32, stage1_epochs=3, stage2_epochs=1,
+                  steps_per_epoch=8, batch_size=8, learning_rate=5e-3, finetune_learning_rate=1e-3,
+                  score_threshold=0.2, no_compare=True, seed=3, resume=False, quiet=True)
     return argparse.Namespace(**{**values, **overrides})
 
 
@@ -175,7 +180,7 @@ def test_training_steps_lower_the_loss_and_publish_a_detector(trained):
     _, manifest = load_stored(settings, "trees", version)
     assert manifest.task == "detect" and manifest.labels == ["tree"]
     assert manifest.model_dump()["detection"] == {"tile": TILE, "overlap": 16, "stride": 8,
-                                                  "score_threshold": 0.2, "nms_iou": 0.5}
+                                                  "score_threshold": 0.2, "nms_iou": 0.5, "upscale": 1.0}
     from app.runs.db import open_registry
     from app.runs.registry import get_run
 

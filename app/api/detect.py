@@ -59,13 +59,14 @@ class DetectionsList(BaseModel):
 def _tile(data: bytes, name: str, fields: dict[str, Any], preprocessing: dict[str, Any], settings: Settings
           ) -> tuple[Image.Image, TiledImage]:
     image = to_rgb(decode_image(data, settings.MAX_IMAGE_PIXELS, name))
-    tiles = len(tile_grid(image.width, image.height, fields["tile"], fields["overlap"]))
+    upscale = fields.get("upscale", 1.0)
+    tiles = len(tile_grid(round(image.width * upscale), round(image.height * upscale), fields["tile"], fields["overlap"]))
     if tiles > settings.MAX_DETECT_TILES:
         raise TooLarge(f"{name}: {image.width}x{image.height} needs {tiles} tiles of {fields['tile']} px; "
                        f"the limit is {settings.MAX_DETECT_TILES}")
     pixels = np.asarray(image)
     return image, tile_for_model(pixels, fields["tile"], fields["overlap"],
-                                 preprocessing.get("mean", 127.0), preprocessing.get("scale", 128.0))
+                                 preprocessing.get("mean", 127.0), preprocessing.get("scale", 128.0), upscale)
 
 
 def draw_boxes(image: Image.Image, detections: list[Detection]) -> bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from app.detection.boxes import merge_tiles
 from app.detection.centernet import decode
@@ -19,8 +20,9 @@ class TiledImage:
     batch: np.ndarray  # (N, tile, tile, 3) float32, the model's input
     origins: list[tuple[int, int]]
     cores: list[tuple[float, float, float, float]]
-    width: int
+    width: int  # of the image the tiles were cut from (after `upscale`)
     height: int
+    upscale: float = 1.0  # the image was enlarged by this before tiling; boxes are divided back
 
 
 def normalise(pixels: np.ndarray, mean: float = 127.0, scale: float = 128.0) -> np.ndarray:
@@ -28,22 +30,34 @@ def normalise(pixels: np.ndarray, mean: float = 127.0, scale: float = 128.0) -> 
     return (np.asarray(pixels, np.float32) - mean) / scale
 
 
-def tile_for_model(rgb: np.ndarray, tile: int, overlap: int, mean: float = 127.0, scale: float = 128.0) -> TiledImage:
+def enlarge(rgb: np.ndarray, upscale: float) -> np.ndarray:
+    """Small objects get more feature cells when the image is enlarged first (bilinear)."""
+    if upscale == 1.0:
+        return rgb
+    height, width = rgb.shape[:2]
+    size = (max(1, round(width * upscale)), max(1, round(height * upscale)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+
+
+def tile_for_model(rgb: np.ndarray, tile: int, overlap: int, mean: float = 127.0, scale: float = 128.0,
+                   upscale: float = 1.0) -> TiledImage:
     """An (H, W, 3) uint8 RGB image → the batch of normalised tiles and where each one sits."""
+    rgb = enlarge(rgb, upscale)
     height, width = rgb.shape[:2]
     tiles, origins = cut_tiles(rgb, tile, overlap)
-    return TiledImage(normalise(tiles, mean, scale), origins, tile_cores(origins, tile, width, height), width, height)
+    return TiledImage(normalise(tiles, mean, scale), origins, tile_cores(origins, tile, width, height), width, height,
+                      upscale)
 
 
 def detections_from_outputs(
     outputs: np.ndarray, tiled: TiledImage, stride: int, score_threshold: float, nms_iou: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The model's (N, rows, cols, 5) outputs for the tiles → boxes (x1, y1, x2, y2) in image pixels
-    and scores, best first."""
+    """The model's (N, rows, cols, 5) outputs for the tiles → boxes (x1, y1, x2, y2) in the original
+    image's pixels and scores, best first."""
     per_tile = []
     for output, (left, top) in zip(outputs, tiled.origins, strict=True):
         boxes, scores = decode(np.asarray(output), stride, score_threshold)
         per_tile.append((boxes + np.array([left, top, left, top], np.float64), scores))
     boxes, scores = merge_tiles(per_tile, tiled.cores, tiled.width, tiled.height, nms_iou)
     order = np.argsort(-scores, kind="stable")
-    return boxes[order], scores[order]
+    return boxes[order] / tiled.upscale, scores[order]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from app.detection.tiled import enlarge
 from app.preprocessing.tiling import cut_tiles
 from training.trees.voc import read_voc_folder
 
@@ -100,15 +101,37 @@ def flip(tiles: np.ndarray, boxes: list[np.ndarray], horizontal: bool, vertical:
     return np.ascontiguousarray(flipped), moved
 
 
-def training_tiles(scenes: list[Scene], tile: int, overlap: int, flips: bool = True
-                   ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Every training tile, and (with `flips`) its three mirror images."""
+def enlarge_scene(scene: Scene, upscale: float) -> Scene:
+    """The scene as the detector sees it when it enlarges its input by `upscale` (see `enlarge`)."""
+    pixels = enlarge(scene.pixels, upscale)
+    factor = np.array([pixels.shape[1] / scene.pixels.shape[1], pixels.shape[0] / scene.pixels.shape[0]] * 2)
+    return Scene(scene.name, pixels, scene.boxes * factor)
+
+
+def jitter_colours(tiles: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each tile with its own random saturation, contrast, brightness and colour balance: other
+    forests are lit and coloured differently (bright sand, grey dead crowns), the trees' shape stays."""
+    count = len(tiles)
+    x = tiles.astype(np.float32)
+    grey = x.mean(axis=-1, keepdims=True)
+    x = grey + (x - grey) * rng.uniform(0.6, 1.4, (count, 1, 1, 1))
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    x = mean + (x - mean) * rng.uniform(0.7, 1.3, (count, 1, 1, 1))
+    x = x * rng.uniform(0.75, 1.3, (count, 1, 1, 1)) * rng.uniform(0.9, 1.1, (count, 1, 1, 3))
+    return x.clip(0, 255).astype(np.uint8)
+
+
+def training_tiles(scenes: list[Scene], tile: int, overlap: int, flips: bool = True, colour_copies: int = 0,
+                   seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Every training tile, (with `flips`) its three mirror images, and `colour_copies` recoloured
+    copies of all of those (uint8)."""
+    rng = np.random.default_rng(seed)
     all_tiles, all_boxes = [], []
     for scene in scenes:
         tiles, boxes = tiles_with_boxes(scene, tile, overlap)
         variants = [(False, False), (True, False), (False, True), (True, True)] if flips else [(False, False)]
         for horizontal, vertical in variants:
             t, b = flip(tiles, boxes, horizontal, vertical)
-            all_tiles.append(t)
-            all_boxes.extend(b)
+            all_tiles.extend([t] + [jitter_colours(t, rng) for _ in range(colour_copies)])
+            all_boxes.extend(b * (1 + colour_copies))
     return np.concatenate(all_tiles), all_boxes

@@ -26,7 +26,7 @@ from training.recording import TrainingRun
 from training.sources import EFFICIENTNET_LITE0, NEON_TREES, fetch
 from training.torch_checkpoint import read_state_dict
 from training.trees.ap import bootstrap_ap, evaluate_images, pooled_ap, precision_recall
-from training.trees.data import LABEL, Scene, load_scenes, make_splits, training_tiles
+from training.trees.data import LABEL, Scene, enlarge_scene, load_scenes, make_splits, training_tiles
 from training.trees.model import (
     STRIDE,
     build_bottom,
@@ -45,6 +45,10 @@ EVAL_MIN_SCORE = 0.05  # AP needs the whole precision-recall curve
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--train-overlap", type=int, default=128, help="Overlap of training tiles, pixels.")
+    parser.add_argument("--upscale", type=float, default=1.0,
+                        help="Enlarge images by this before tiling (training, evaluation and serving).")
+    parser.add_argument("--colour-copies", type=int, default=0,
+                        help="Recoloured copies of every training tile (saturation, contrast, brightness, balance).")
     parser.add_argument("--stage1-epochs", type=int, default=12)
     parser.add_argument("--stage2-epochs", type=int, default=6)
     parser.add_argument("--steps-per-epoch", type=int, default=30)
@@ -59,12 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # --- features and targets ----------------------------------------------------------------------
 
-def run_batched(model: keras.Model, inputs: np.ndarray | list[np.ndarray], batch: int = 32) -> np.ndarray:
-    """Inference in batches, kept as float16 (the caches are large; the features are ReLU6-bounded)."""
-    inputs = inputs if isinstance(inputs, list) else [inputs]
-    out = [np.asarray(model([x[i:i + batch] for x in inputs] if len(inputs) > 1 else inputs[0][i:i + batch],
-                            training=False)).astype(np.float16)
-           for i in range(0, len(inputs[0]), batch)]
+def run_batched(model: keras.Model, inputs: np.ndarray, batch: int = 32) -> np.ndarray:
+    """Inference in batches, kept as float16 (the caches are large; the features are ReLU6-bounded).
+    uint8 tiles are normalised a batch at a time: all of them as float32 would not fit in memory."""
+    prepare = normalise if inputs.dtype == np.uint8 else (lambda x: x)
+    out = [np.asarray(model(prepare(inputs[i:i + batch]), training=False)).astype(np.float16)
+           for i in range(0, len(inputs), batch)]
     return np.concatenate(out)
 
 
@@ -158,18 +162,20 @@ def train_variant(run: TrainingRun, prefix: str, tiles: np.ndarray, targets: np.
 
 # --- evaluation ---------------------------------------------------------------------------------
 
-def detect_scene(model: keras.Model, scene: Scene, tile: int, min_score: float) -> tuple[np.ndarray, np.ndarray]:
-    tiled = tile_for_model(scene.pixels, tile, tile // OVERLAP_FRACTION)
+def detect_scene(model: keras.Model, scene: Scene, tile: int, min_score: float, upscale: float = 1.0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    tiled = tile_for_model(scene.pixels, tile, tile // OVERLAP_FRACTION, upscale=upscale)
     outputs = np.concatenate([np.asarray(model(tiled.batch[i:i + 16], training=False))
                               for i in range(0, len(tiled.batch), 16)])
     return detections_from_outputs(outputs, tiled, STRIDE, min_score)
 
 
-def score_set(model: keras.Model, scenes: list[Scene], tile: int, threshold: float) -> dict[str, Any]:
+def score_set(model: keras.Model, scenes: list[Scene], tile: int, threshold: float, upscale: float = 1.0
+              ) -> dict[str, Any]:
     """AP@0.5 with a bootstrap 95 % interval, and precision / recall at the shipped threshold."""
     if not scenes:
         return {}
-    results = evaluate_images([detect_scene(model, s, tile, EVAL_MIN_SCORE) for s in scenes],
+    results = evaluate_images([detect_scene(model, s, tile, EVAL_MIN_SCORE, upscale) for s in scenes],
                               [s.boxes for s in scenes])
     low, high = bootstrap_ap(results)
     scores = np.concatenate([r.scores for r in results])
@@ -181,9 +187,9 @@ def score_set(model: keras.Model, scenes: list[Scene], tile: int, threshold: flo
             "images": [s.name for s in scenes]}
 
 
-def score_all(model: keras.Model, splits, tile: int, threshold: float) -> dict[str, Any]:
-    return {"in_domain": score_set(model, splits.in_domain, tile, threshold),
-            "cross_site": score_set(model, splits.cross_site, tile, threshold)}
+def score_all(model: keras.Model, splits, tile: int, threshold: float, upscale: float = 1.0) -> dict[str, Any]:
+    return {"in_domain": score_set(model, splits.in_domain, tile, threshold, upscale),
+            "cross_site": score_set(model, splits.cross_site, tile, threshold, upscale)}
 
 
 # --- the command --------------------------------------------------------------------------------
@@ -198,8 +204,8 @@ def imagenet_state(settings: Settings) -> dict[str, np.ndarray]:
 
 
 def serving_fields(args: argparse.Namespace) -> dict[str, Any]:
-    return {"tile": args.tile, "overlap": args.tile // OVERLAP_FRACTION, "stride": STRIDE, "score_threshold": args.score_threshold,
-            "nms_iou": 0.5}
+    return {"tile": args.tile, "overlap": args.tile // OVERLAP_FRACTION, "stride": STRIDE,
+            "score_threshold": args.score_threshold, "nms_iou": 0.5, "upscale": args.upscale}
 
 
 def train_on(splits, state: dict[str, np.ndarray], args: argparse.Namespace, settings: Settings,
@@ -209,19 +215,24 @@ def train_on(splits, state: dict[str, np.ndarray], args: argparse.Namespace, set
     with TrainingRun(NAME, settings, params=params, seed=args.seed,
                      source=None if dataset else NEON_TREES, dataset=dataset,
                      data_fingerprint=data_fingerprint, resume=args.resume) as run:
-        raw_tiles, boxes = training_tiles(splits.train, args.tile, args.train_overlap)
-        tiles, targets = normalise(raw_tiles), encode_all(boxes, args.tile)
-        print(f"{len(tiles)} training tiles (with flips), {sum(len(b) for b in boxes)} boxes")
+        scenes = [enlarge_scene(s, args.upscale) for s in splits.train]
+        tiles, boxes = training_tiles(scenes, args.tile, args.train_overlap, colour_copies=args.colour_copies,
+                                      seed=args.seed)
+        targets = encode_all(boxes, args.tile)
+        print(f"{len(tiles)} training tiles (with flips and recoloured copies), {sum(len(b) for b in boxes)} boxes")
         cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         counter = EpochCounter()
         detector = train_variant(run, "", tiles, targets, state, args, fine_tune=True, cache=cache, counter=counter)
-        metrics: dict[str, Any] = {"fine_tuned": score_all(detector, splits, args.tile, args.score_threshold)}
+        def score(model: keras.Model) -> dict[str, Any]:
+            return score_all(model, splits, args.tile, args.score_threshold, args.upscale)
+
+        metrics: dict[str, Any] = {"fine_tuned": score(detector)}
         print(json.dumps(metrics))
         if not args.no_compare:
             frozen = train_variant(run, "frozen-", tiles, targets, state, args, fine_tune=False, cache=cache, counter=counter)
-            metrics["frozen"] = score_all(frozen, splits, args.tile, args.score_threshold)
+            metrics["frozen"] = score(frozen)
             random = train_variant(run, "random-", tiles, targets, None, args, fine_tune=True, cache=cache, counter=counter)
-            metrics["random_init"] = score_all(random, splits, args.tile, args.score_threshold)
+            metrics["random_init"] = score(random)
         metrics.update({"shipped": "fine_tuned", "training_tiles": len(tiles)})
         from training.trees.plots import plot_stages
 
@@ -230,7 +241,7 @@ def train_on(splits, state: dict[str, np.ndarray], args: argparse.Namespace, set
             detector, task="detect", input_shape=[args.tile, args.tile, 3], labels=[LABEL], test_metrics=metrics,
             preprocessing={"kind": "detection_tiles", "mean": 127.0, "scale": 128.0},
             description="Tree crowns: EfficientNet-Lite0 (ImageNet, blocks 5-10 fine-tuned) with a CenterNet-style "
-                        "head at stride 8; NEON aerial images from deepforest.",
+                        f"head at stride 8 on images enlarged x{args.upscale:g}; NEON aerial images from deepforest.",
             extra={"detection": serving_fields(args)},
         )
 
@@ -247,7 +258,7 @@ def evaluate(settings: Settings, version: int | None) -> dict[str, Any]:
     fields = manifest.model_dump().get("detection", {})
     splits = make_splits(load_scenes(fetch(NEON_TREES, settings.DATA_DIR) / "deepforest" / "data"))
     metrics = {"model": NAME, "version": manifest.version, "score_threshold": fields["score_threshold"],
-               **score_all(model, splits, fields["tile"], fields["score_threshold"])}
+               **score_all(model, splits, fields["tile"], fields["score_threshold"], fields.get("upscale", 1.0))}
     store_evaluation(settings, manifest, metrics)
     return metrics
 
