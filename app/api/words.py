@@ -100,9 +100,13 @@ def top_words(ranked: tuple[np.ndarray, np.ndarray], vocabulary: list[str], excl
     `ranked` is one query's (scores, word ids), best first, as the served graph ranks them
     (`embedding_top_k` words: at least k plus the excluded ones)."""
     scores, ids = ranked
-    excluded = set(exclude)
-    best = [(int(i), float(v)) for v, i in zip(scores.tolist(), ids.tolist(), strict=True) if i not in excluded]
-    return [WordScore(word=vocabulary[i], score=round(v, 6)) for i, v in best[:k]]
+    best: list[WordScore] = []
+    for word_id, score in zip(ids.tolist(), scores.tolist(), strict=True):
+        if word_id not in exclude:
+            best.append(WordScore(word=vocabulary[word_id], score=round(score, 6)))
+            if len(best) == k:
+                break
+    return best
 
 
 async def nearest(loaded: LoadedModel, query: np.ndarray, exclude: list[int], k: int) -> list[WordScore]:
