@@ -12,11 +12,20 @@ from PIL import Image
 
 from app.detection.boxes import iou_matrix, merge_tiles, nms
 from app.detection.centernet import decode, encode
+from app.detection.tiled import detections_from_outputs, tile_for_model
 from app.main import create_app
 from app.preprocessing.tiling import cut_tiles, tile_cores, tile_grid, tile_starts
 from tests.conftest import make_settings, png_bytes, train_tiny_digits
 from training.trees.ap import average_precision, bootstrap_ap, evaluate_images, match, pooled_ap, precision_recall
-from training.trees.data import Scene, Splits, flip, split_strip, tiles_with_boxes
+from training.trees.data import (
+    Scene,
+    Splits,
+    enlarge_scene,
+    flip,
+    split_strip,
+    tiles_with_boxes,
+    training_tiles,
+)
 from training.trees.voc import image_for, read_voc, read_voc_folder
 
 VOC = """<annotation><filename>plot.tif</filename><size><width>64</width><height>48</height><depth>3</depth></size>
@@ -131,6 +140,35 @@ def test_held_out_strip_and_flips():
     assert np.shares_memory(flipped, tiles) is False
 
 
+def test_enlarged_scenes_and_recoloured_tiles():
+    scene = Scene("s", np.full((40, 50, 3), 100, np.uint8), np.array([[5, 5, 15, 25]], np.float64))
+    big = enlarge_scene(scene, 2.0)
+    assert big.pixels.shape == (80, 100, 3)
+    np.testing.assert_array_equal(big.boxes, [[10, 10, 30, 50]])
+    tiles, boxes = training_tiles([scene], 32, 8, flips=False, colour_copies=2, seed=0)
+    assert len(tiles) == 3 * len(training_tiles([scene], 32, 8, flips=False)[0]) and len(boxes) == len(tiles)
+    assert tiles.dtype == np.uint8
+    first, second = tiles[0], tiles[len(tiles) // 3]  # a tile and its first recoloured copy
+    assert not np.array_equal(first, second)
+    assert np.array_equal(boxes[0], boxes[len(tiles) // 3])  # recolouring moves no box
+
+
+def test_upscaled_detection_answers_in_the_original_pixels():
+    """The detector sees the image enlarged ×2; its boxes come back in the uploaded image's pixels."""
+    original = np.array([[10, 12, 30, 28]], np.float64)
+    tiled = tile_for_model(np.zeros((60, 100, 3), np.uint8), 64, 16, upscale=2.0)
+    assert (tiled.width, tiled.height) == (200, 120) and tiled.batch.shape[1:] == (64, 64, 3)
+    outputs = []
+    for left, top in tiled.origins:  # a perfect model: the encoded target of each tile
+        shifted = original * 2 - np.array([left, top, left, top])
+        centre = (shifted[:, :2] + shifted[:, 2:]) / 2
+        inside = ((centre >= 0) & (centre < 64)).all(axis=1)
+        outputs.append(encode(shifted[inside], (8, 8), 8)[..., :5])
+    boxes, scores = detections_from_outputs(np.stack(outputs), tiled, 8, 0.5)
+    np.testing.assert_allclose(boxes, original, atol=1e-4)
+    assert scores.tolist() == [1.0]
+
+
 # --- training on synthetic rectangles, and serving ---------------------------------------------
 
 TILE = 64
@@ -157,7 +195,8 @@ def tiny_args(**overrides) -> argparse.Namespace:
     add_arguments(parser)
     values = dict(vars(parser.parse_args([])), tile=TILE, train_overlap=32, stage1_epochs=3, stage2_epochs=1,
                   steps_per_epoch=8, batch_size=8, learning_rate=5e-3, finetune_learning_rate=1e-3,
-                  score_threshold=0.2, no_compare=True, seed=3, resume=False, quiet=True)
+                  score_threshold=0.2, no_compare=True, seed=3, resume=False, quiet=True, upscale=1.0,
+                  colour_copies=0)
     return argparse.Namespace(**{**values, **overrides})
 
 

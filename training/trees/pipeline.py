@@ -44,13 +44,13 @@ EVAL_MIN_SCORE = 0.05  # AP needs the whole precision-recall curve
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, default=256)
-    parser.add_argument("--train-overlap", type=int, default=128, help="Overlap of training tiles, pixels.")
-    parser.add_argument("--upscale", type=float, default=1.0,
+    parser.add_argument("--train-overlap", type=int, default=64, help="Overlap of training tiles, pixels.")
+    parser.add_argument("--upscale", type=float, default=2.0,
                         help="Enlarge images by this before tiling (training, evaluation and serving).")
-    parser.add_argument("--colour-copies", type=int, default=0,
+    parser.add_argument("--colour-copies", type=int, default=2,
                         help="Recoloured copies of every training tile (saturation, contrast, brightness, balance).")
-    parser.add_argument("--stage1-epochs", type=int, default=12)
-    parser.add_argument("--stage2-epochs", type=int, default=6)
+    parser.add_argument("--stage1-epochs", type=int, default=30)
+    parser.add_argument("--stage2-epochs", type=int, default=20)
     parser.add_argument("--steps-per-epoch", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="Stage 1 (head).")
