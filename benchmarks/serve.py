@@ -170,6 +170,22 @@ class Server:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU time used so far by the server's event-loop thread and by all its other threads."""
+        tick = os.sysconf("SC_CLK_TCK")
+        loop = others = 0.0
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the thread ended meanwhile
+                continue
+            seconds = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+            if task.name == str(self.process.pid):
+                loop += seconds
+            else:
+                others += seconds
+        return loop, others
+
     def batch_histogram(self, model: str) -> dict[str, float]:
         pattern = re.compile(rf'labnets_batch_rows_bucket\{{le="([^"]+)",model="{model}"\}} (\S+)')
         return {le: float(count) for le, count in pattern.findall(self.get("/metrics"))}
@@ -237,8 +253,12 @@ def measure(server: Server, request: Request, connections: int, duration: float,
             workdir: Path, model: str | None = None) -> Result:
     wrk(server.base, request, connections, min(2.0, duration), workdir)  # warm-up
     before = server.batch_histogram(model) if model else {}
+    cpu_before = server.cpu_seconds()
     result = wrk(server.base, request, connections, duration, workdir)
     result.label = label
+    served = max(result.rps * duration, 1.0)
+    result.extra["cpu_us"] = tuple((after - start) / served * 1e6
+                                   for start, after in zip(cpu_before, server.cpu_seconds(), strict=True))
     if model:
         result.extra["batches"] = histogram_delta(before, server.batch_histogram(model))
     return result
@@ -286,6 +306,11 @@ def run(args: argparse.Namespace) -> str:
     return report(rows, heavy_rows, memory, args)
 
 
+def cpu_cell(result: Result) -> str:
+    loop, others = result.extra.get("cpu_us", (0.0, 0.0))
+    return f"{loop:.0f} + {others:.0f}"
+
+
 def report(rows, heavy_rows, memory, args) -> str:
     lines = [
         "# Serving benchmark",
@@ -300,8 +325,9 @@ def report(rows, heavy_rows, memory, args) -> str:
         "",
         f"## Throughput at {args.connections} concurrent connections",
         "",
-        "| endpoint | req/s | p50 ms | p99 ms | errors | baseline req/s | baseline p99 ms | ratio | target | batch rows: batches |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| endpoint | req/s | p50 ms | p99 ms | errors | baseline req/s | baseline p99 ms | ratio | target | "
+        "server CPU µs/request: event loop + other threads (baseline) | batch rows: batches |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scenario, result, base in rows:
         ratio = result.rps / base.rps if base.rps else 0.0
@@ -310,7 +336,7 @@ def report(rows, heavy_rows, memory, args) -> str:
         lines.append(
             f"| `{scenario.request.method} {scenario.request.path}` | {result.rps:.0f} | {result.p50_ms:.2f} | "
             f"{result.p99_ms:.2f} | {result.errors} | {base.rps:.0f} | {base.p99_ms:.2f} | {ratio:.0%}{verdict} | "
-            f"{target} | {result.extra.get('batches', '–')} |"
+            f"{target} | {cpu_cell(result)} ({cpu_cell(base)}) | {result.extra.get('batches', '–')} |"
         )
     if heavy_rows:
         lines += ["", "## Heavy models: batching on vs off", "",
