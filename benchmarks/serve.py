@@ -63,6 +63,7 @@ class Result:
     p99_ms: float
     errors: int
     extra: dict = field(default_factory=dict)
+    requests: int = 0  # answered during the measurement, as wrk counts them
 
 
 # --- request bodies -----------------------------------------------------------------------
@@ -224,6 +225,7 @@ def _ms(text: str) -> float:
 
 def parse_wrk(output: str) -> Result:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
     p50 = _ms(re.search(r"\s50%\s+(\S+)", output).group(1))
     p99 = _ms(re.search(r"\s99%\s+(\S+)", output).group(1))
     errors = 0
@@ -232,7 +234,7 @@ def parse_wrk(output: str) -> Result:
     socket_errors = 0
     if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
         socket_errors = sum(int(g) for g in match.groups())
-    return Result("", rps, p50, p99, errors + socket_errors, {"socket_errors": socket_errors})
+    return Result("", rps, p50, p99, errors + socket_errors, {"socket_errors": socket_errors}, requests)
 
 
 def histogram_delta(before: dict[str, float], after: dict[str, float]) -> str:
@@ -256,7 +258,7 @@ def measure(server: Server, request: Request, connections: int, duration: float,
     cpu_before = server.cpu_seconds()
     result = wrk(server.base, request, connections, duration, workdir)
     result.label = label
-    served = max(result.rps * duration, 1.0)
+    served = max(result.requests, 1)
     result.extra["cpu_us"] = tuple((after - start) / served * 1e6
                                    for start, after in zip(cpu_before, server.cpu_seconds(), strict=True))
     if model:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from app.config import REPO_ROOT, get_settings
+from benchmarks.machine import cpu_model
 
 SIDES = ("gensim", "cbow")
 METRICS = [("wordsim353_spearman", "WordSim353 Spearman", "{:.3f}"), ("analogy_accuracy", "Analogy accuracy", "{:.3f}"),
@@ -86,8 +87,7 @@ def run_one(side: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
+    model = cpu_model()
     import gensim
     import tensorflow as tf
 

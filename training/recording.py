@@ -77,16 +77,6 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
             self._current_epoch = 0
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"terminated by signal {signum}")
 
@@ -111,21 +101,21 @@ class TrainingRun:
     # -- lifecycle --------------------------------------------------------------------------
     def __enter__(self) -> TrainingRun:
         state = self.checkpoint_dir / "state.json"
-        if state.is_file():
-            owner = json.loads(state.read_text()).get("pid")
-            if owner and owner != os.getpid() and _pid_alive(owner):
-                raise RuntimeError(
-                    f"another {self.model_name} run (pid {owner}) is training with {self.checkpoint_dir}; "
-                    "wait for it or use another DATA_DIR"
-                )
+        saved = json.loads(state.read_text()) if state.is_file() else {}
+        owner = saved.get("pid")
+        if owner and owner != os.getpid() and registry.process_alive(owner):
+            raise RuntimeError(
+                f"another {self.model_name} run (pid {owner}) is training with {self.checkpoint_dir}; "
+                "wait for it or use another DATA_DIR"
+            )
         keras.utils.set_random_seed(self.seed)
         self._previous_sigterm = None
         if threading.current_thread() is threading.main_thread():
             # SIGTERM (from `timeout`, `kill`, a container stop) fails the run cleanly, like Ctrl-C.
             self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
         with self.sessions() as session:
-            if self.resume and state.is_file():
-                self.run_id = json.loads(state.read_text())["run_id"]
+            if self.resume and saved:
+                self.run_id = saved["run_id"]
                 registry.resume_run(session, self.run_id)
                 print(f"resuming run {self.run_id} from {self.checkpoint_dir}")
             else:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from app.api.deps import SettingsDep, StoreDep
 from app.api.records import RECORDS_REQUEST_BODY, read_records
-from app.api.schemas import ERROR_RESPONSES
+from app.api.schemas import ERROR_RESPONSES, VersionQuery
 from app.preprocessing.records import denormalise_records, normalise_records, reconstruction_errors
 from app.store.manifest import Manifest
 
@@ -71,7 +71,7 @@ async def score_records(
     store: StoreDep,
     settings: SettingsDep,
     model: Annotated[str, Query(max_length=64, description="An anomaly model in /models.")] = "ecg",
-    version: Annotated[int | None, Query(ge=1, description="A specific version; default the served one.")] = None,
+    version: VersionQuery = None,
     threshold: Annotated[float | None, Query(gt=0, allow_inf_nan=False,
                                              description="Override the model's threshold for this call.")] = None,
     reconstruction: Annotated[bool, Query(description="Also return each record's reconstruction.")] = False,

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, File, Query, UploadFile
 
 from app.api.deps import SettingsDep
 from app.api.schemas import ERROR_RESPONSES, ClassProbability, Prediction
-from app.api.uploads import decode_all, off_loop_if_large, read_uploads
+from app.api.uploads import decode_all, read_uploads, sized_work
 
 router = APIRouter(prefix="/baseline", tags=["benchmark"], responses=ERROR_RESPONSES)
 CONSTANT = Prediction(model="baseline", version=0, label="0", top=[ClassProbability(label="0", probability=1.0)])
@@ -27,7 +27,7 @@ async def baseline_upload(
 ) -> Prediction:
     """Read and decode the uploaded images like /classify, then answer a constant."""
     contents = await read_uploads(file, settings)
-    await off_loop_if_large(decode_all, contents, settings.MAX_IMAGE_PIXELS)
+    await sized_work(sum(len(data) for _, data in contents), decode_all, contents, settings.MAX_IMAGE_PIXELS)
     return CONSTANT
 
 

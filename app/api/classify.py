@@ -8,7 +8,7 @@ import numpy as np
 from fastapi import APIRouter, File, Query, UploadFile
 
 from app.api.deps import SettingsDep, StoreDep
-from app.api.schemas import ERROR_RESPONSES, ClassProbability, Prediction, PredictionList
+from app.api.schemas import ERROR_RESPONSES, ClassProbability, Prediction, PredictionList, VersionQuery
 from app.api.uploads import read_uploads, upload_preparer
 from app.errors import BadInput
 
@@ -30,7 +30,7 @@ async def classify_images(
     settings: SettingsDep,
     file: Annotated[list[UploadFile], File(description="One or more images (PNG, JPEG, BMP, GIF, WebP).")],
     model: Annotated[str, Query(max_length=64, description="A classifier in /models.")] = "digits",
-    version: Annotated[int | None, Query(ge=1, description="A specific version; default the served one.")] = None,
+    version: VersionQuery = None,
     k: Annotated[int | None, Query(ge=1, description="How many top classes to return.")] = None,
 ) -> Prediction | PredictionList:
     """Classify images; one file gets one prediction, several get a list in the same order."""

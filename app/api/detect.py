@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from pydantic import BaseModel, Field
 
 from app.api.deps import SettingsDep, StoreDep
-from app.api.schemas import ERROR_RESPONSES
+from app.api.schemas import ERROR_RESPONSES, VersionQuery
 from app.api.uploads import read_uploads
 from app.config import Settings
 from app.detection.tiled import TiledImage, detections_from_outputs, tile_for_model
@@ -87,14 +87,14 @@ async def detect_objects(
     settings: SettingsDep,
     file: Annotated[list[UploadFile], File(description="One or more images (PNG, JPEG, BMP, GIF, WebP), any size within the limits.")],
     model: Annotated[str, Query(max_length=64, description="A detector in /models.")] = "trees",
-    version: Annotated[int | None, Query(ge=1, description="A specific version; default the served one.")] = None,
+    version: VersionQuery = None,
     score_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, description="Default: the model's.")] = None,
     draw: Annotated[bool, Query(description="Answer with the image and its boxes drawn, as PNG (one file only).")] = False,
 ) -> DetectionsPublic | DetectionsList | Response:
     """Detect objects; large images are tiled as in training and boxes merged across tiles."""
     loaded = store.get(model, version, task="detect")
     manifest = loaded.manifest
-    fields = manifest.model_dump()["detection"]
+    fields = (manifest.model_extra or {})["detection"]
     threshold = fields["score_threshold"] if score_threshold is None else score_threshold
     contents = await read_uploads(file, settings)
     if draw and len(contents) > 1:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Query
 from pydantic import BaseModel, Field
+
+# The `version` query parameter of every model endpoint.
+VersionQuery = Annotated[int | None, Query(ge=1, description="A specific version; default the served one.")]
 
 
 class ErrorPublic(BaseModel):

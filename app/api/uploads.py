@@ -40,11 +40,6 @@ async def read_uploads(uploads: list[UploadFile], settings: Settings) -> list[tu
     return contents
 
 
-async def off_loop_if_large(work: Callable[..., T], contents: list[tuple[str, bytes]], *args: Any) -> T:
-    """Run input work inline for small uploads, in a worker thread for large ones."""
-    return await sized_work(sum(len(data) for _, data in contents), work, contents, *args)
-
-
 async def sized_work(size: int, work: Callable[..., T], *args: Any) -> T:
     """`work(*args)` inline when its input is `size` <= INLINE_BYTES bytes, else in a worker thread."""
     if size <= INLINE_BYTES:

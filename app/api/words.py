@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from app.api.deps import SettingsDep, StoreDep
-from app.api.schemas import ERROR_RESPONSES
+from app.api.schemas import ERROR_RESPONSES, VersionQuery
 from app.config import Settings
 from app.errors import BadInput, NotFound
 from app.preprocessing.words import tokenize
@@ -116,7 +116,6 @@ async def nearest(loaded: LoadedModel, query: np.ndarray, exclude: list[int], k:
 
 
 ModelQuery = Annotated[str, Query(max_length=64, description="A word-embedding model in /models.")]
-VersionQuery = Annotated[int | None, Query(ge=1, description="A specific version; default the served one.")]
 KQuery = Annotated[int, Query(ge=1, description="How many words to return (at most MAX_K).")]
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app.runs.models import Run
+from app.runs.models import Run, as_utc
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def update_run(session: Session, run_id: str, **fields: Any) -> Run:
 def _close(session: Session, run_id: str, status: str, **fields: Any) -> Run:
     run = session.get(Run, run_id)
     run.status, run.ended_at = status, utcnow()
-    run.duration_s = (run.ended_at - _aware(run.started_at)).total_seconds()
+    run.duration_s = (run.ended_at - as_utc(run.started_at)).total_seconds()
     for key, value in fields.items():
         setattr(run, key, value)
     session.commit()
@@ -135,8 +135,8 @@ def stale_reason(run: Run, now: datetime, stale_after_s: float, host: str) -> st
     if run.host == host and run.pid is not None and not process_alive(run.pid):
         return f"stale: its process {run.pid} on {host} is gone"
     last_sign = run.heartbeat_at or run.started_at
-    if now - _aware(last_sign) > timedelta(seconds=stale_after_s):
-        return f"stale: no heartbeat since {_aware(last_sign).isoformat()} (over {stale_after_s:g} s)"
+    if now - as_utc(last_sign) > timedelta(seconds=stale_after_s):
+        return f"stale: no heartbeat since {as_utc(last_sign).isoformat()} (over {stale_after_s:g} s)"
     return None
 
 
@@ -154,13 +154,13 @@ def mark_stale_runs(session: Session, stale_after_s: float) -> list[str]:
         reason = stale_reason(run, now, stale_after_s, host)
         if reason is None:
             continue
-        ended = _aware(run.heartbeat_at or run.started_at)  # its last sign of life
+        ended = as_utc(run.heartbeat_at or run.started_at)  # its last sign of life
         result = session.execute(
             update(Run)
             .where(Run.id == run.id, Run.status == RUNNING, _same(Run.pid, run.pid),
                    _same(Run.host, run.host), _same(Run.heartbeat_at, run.heartbeat_at))
             .values(status=FAILED, error=reason, ended_at=ended,
-                    duration_s=(ended - _aware(run.started_at)).total_seconds())
+                    duration_s=(ended - as_utc(run.started_at)).total_seconds())
             .execution_options(synchronize_session="fetch")  # loaded Run objects see the change
         )
         if result.rowcount:
@@ -174,17 +174,12 @@ def _same(column: Any, value: Any) -> Any:
     return column.is_(None) if value is None else column == value
 
 
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands datetimes back naive; they were written in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def run_to_record(run: Run) -> dict[str, Any]:
     """A JSON-ready dict of every column: what is written beside a model version."""
     record = {column.name: getattr(run, column.name) for column in Run.__table__.columns}
     for name in _DATETIME_FIELDS:
         if record[name] is not None:
-            record[name] = _aware(record[name]).isoformat()
+            record[name] = as_utc(record[name]).isoformat()
     return record
 
 

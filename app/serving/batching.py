@@ -38,16 +38,6 @@ def take_rows(outputs: Any, start: int, stop: int) -> Any:
     return outputs[start:stop]
 
 
-def join_rows(parts: list[Any]) -> Any:
-    """The inverse of `take_rows`: concatenate per-item outputs along the batch axis."""
-    first = parts[0]
-    if isinstance(first, dict):
-        return {key: join_rows([part[key] for part in parts]) for key in first}
-    if isinstance(first, (list, tuple)):
-        return type(first)(join_rows([part[i] for part in parts]) for i in range(len(first)))
-    return np.concatenate(parts)
-
-
 @dataclass
 class _Pending:
     inputs: Any  # rows (an array), or raw inputs that `prepare` turns into rows

@@ -64,7 +64,7 @@ class LoadedModel:
         checked = functools.partial(self._checked, prepare)
         if self.batcher is None or self.batcher.closed:  # closed: replaced by a reload mid-request
             return await anyio.to_thread.run_sync(lambda: self.compiled(checked(inputs)))
-        return await self.batcher.submit(inputs, checked, rows if prepare is not None else len(inputs))
+        return await self.batcher.submit(inputs, checked, rows)
 
     def _checked(self, prepare: Prepare | None, inputs: Any) -> np.ndarray:
         batch = prepare(inputs) if prepare is not None else inputs
@@ -80,7 +80,8 @@ def no_batching(_model: str) -> None:
     return None
 
 
-# Words a words model ranks in its graph: enough for the default MAX_K plus the words of an analogy.
+# Words a words model ranks in its graph: the default MAX_K (100) plus MAX_ANALOGY_TERMS (10);
+# the service passes its own settings' sum (`create_app`).
 EMBEDDING_TOP_K = 110
 
 

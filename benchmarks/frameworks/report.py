@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.frameworks import IMPLEMENTATIONS
+from benchmarks.machine import cpu_model
 
 BEGIN, END = "<!-- results:frameworks -->", "<!-- /results:frameworks -->"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -26,17 +27,6 @@ def lines_of_code(path: Path) -> int:
         1 for number, line in enumerate(source.splitlines(), start=1)
         if number not in skip and line.strip() and not line.strip().startswith("#")
     )
-
-
-def cpu_model() -> str:
-    """The CPU's model name, as `lscpu` shows it (read from /proc/cpuinfo)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def machine() -> str:

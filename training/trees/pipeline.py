@@ -22,8 +22,9 @@ from app.config import Settings
 from app.detection.centernet import encode
 from app.detection.tiled import detections_from_outputs, normalise, tile_for_model
 from training.evaluation import load_stored, store_evaluation
+from training.imagenet import load_weights_file
 from training.recording import TrainingRun
-from training.sources import EFFICIENTNET_LITE0, NEON_TREES, fetch
+from training.sources import NEON_TREES, fetch
 from training.torch_checkpoint import read_state_dict
 from training.trees.ap import bootstrap_ap, evaluate_images, pooled_ap, precision_recall
 from training.trees.data import LABEL, Scene, enlarge_scene, load_scenes, make_splits, training_tiles
@@ -194,13 +195,17 @@ def score_all(model: keras.Model, splits, tile: int, threshold: float, upscale: 
 
 # --- the command --------------------------------------------------------------------------------
 
+def neon_folder(settings: Settings) -> Path:
+    """The VOC folder of the default dataset, fetched and verified."""
+    return fetch(NEON_TREES, settings.DATA_DIR) / "deepforest" / "data"
+
+
 def load_data(args: argparse.Namespace, settings: Settings):
-    folder = args.voc_folder or fetch(NEON_TREES, settings.DATA_DIR) / "deepforest" / "data"
-    return make_splits(load_scenes(folder))
+    return make_splits(load_scenes(args.voc_folder or neon_folder(settings)))
 
 
 def imagenet_state(settings: Settings) -> dict[str, np.ndarray]:
-    return read_state_dict(fetch(EFFICIENTNET_LITE0, settings.DATA_DIR) / EFFICIENTNET_LITE0.files[0].path)
+    return read_state_dict(load_weights_file(settings))
 
 
 def serving_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -255,8 +260,8 @@ def train(args: argparse.Namespace, settings: Settings) -> int:
 
 def evaluate(settings: Settings, version: int | None) -> dict[str, Any]:
     model, manifest = load_stored(settings, NAME, version)
-    fields = manifest.model_dump().get("detection", {})
-    splits = make_splits(load_scenes(fetch(NEON_TREES, settings.DATA_DIR) / "deepforest" / "data"))
+    fields = (manifest.model_extra or {})["detection"]
+    splits = make_splits(load_scenes(neon_folder(settings)))
     metrics = {"model": NAME, "version": manifest.version, "score_threshold": fields["score_threshold"],
                **score_all(model, splits, fields["tile"], fields["score_threshold"], fields.get("upscale", 1.0))}
     store_evaluation(settings, manifest, metrics)

@@ -161,13 +161,14 @@ def train_on(corpus: Corpus, args: argparse.Namespace, settings: Settings, evalu
     print(f"corpus: {corpus.vocab.total:,} words in the vocabulary of {len(corpus.vocab):,} (min count {args.min_count})")
     with TrainingRun(NAME, settings, params=params, seed=args.seed, dataset=dataset,
                      data_fingerprint=data_fingerprint, resume=args.resume) as run:
-        model, seconds = train_cbow(corpus, args, run.callbacks(), wordsim)
+        model, _ = train_cbow(corpus, args, run.callbacks(), wordsim)
         vectors = model.embeddings()
         history = run.history()
+        training_seconds = sum(r["seconds"] for r in history)  # every session's epochs, resumed ones too
         metrics = {**score_vectors(corpus.vocab.words, vectors, wordsim, analogies),
                    "vocab_size": len(corpus.vocab), "corpus_words": corpus.vocab.total,
-                   "words_per_sec": corpus.vocab.total * len(history) / sum(r["seconds"] for r in history),
-                   "training_seconds": sum(r["seconds"] for r in history)}
+                   "words_per_sec": corpus.vocab.total * len(history) / training_seconds,
+                   "training_seconds": training_seconds}
         exports = run.workdir / "exports"
         write_projector(corpus.vocab.words, vectors, exports)
         write_word2vec_text(corpus.vocab.words, vectors, exports / "words.w2v.txt")
