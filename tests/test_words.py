@@ -230,6 +230,25 @@ def test_similar_words_are_the_nearest_by_cosine(words_client):
     assert [n["word"] for n in neighbours] == [words[i] for i in np.argsort(-expected, kind="stable")[:4]]
 
 
+def test_a_word_asked_again_is_answered_without_running_the_model(words_client, monkeypatch):
+    first = words_client.get("/similar-words", params={"word": "dog", "k": 5}).json()["neighbours"]
+    loaded = words_client.app.state.store.get("words")
+    calls = []
+    original = loaded.infer
+
+    async def counting_infer(*args, **kwargs):
+        calls.append(args)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(loaded, "infer", counting_infer)
+    again = words_client.get("/similar-words", params={"word": "dog", "k": 5}).json()["neighbours"]
+    assert calls == [] and again == first  # the model is not run again for the same question
+    fewer = words_client.get("/similar-words", params={"word": "dog", "k": 2}).json()["neighbours"]
+    assert len(calls) == 1 and fewer == first[:2]
+    words_client.get("/analogy", params={"positive": ["dog"]})  # any other query still runs the model
+    assert len(calls) == 2
+
+
 def test_analogy_is_vector_arithmetic(words_client):
     response = words_client.get("/analogy", params={"positive": ["dog", "car"], "negative": ["cat"], "k": 3})
     assert response.status_code == 200, response.text

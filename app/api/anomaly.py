@@ -6,11 +6,12 @@ from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from app.api.deps import SettingsDep, StoreDep
 from app.api.records import RECORDS_REQUEST_BODY, read_records
-from app.api.schemas import ERROR_RESPONSES, VersionQuery
+from app.api.schemas import ERROR_RESPONSES, VersionQuery, json_response
 from app.preprocessing.records import denormalise_records, normalise_records, reconstruction_errors
 from app.store.manifest import Manifest
 
@@ -65,7 +66,7 @@ def score_results(
     ]
 
 
-@router.post("", response_model=AnomalyScores, response_model_exclude_none=True, openapi_extra=RECORDS_REQUEST_BODY)
+@router.post("", response_model=AnomalyScores, openapi_extra=RECORDS_REQUEST_BODY)
 async def score_records(
     request: Request,
     store: StoreDep,
@@ -75,7 +76,7 @@ async def score_records(
     threshold: Annotated[float | None, Query(gt=0, allow_inf_nan=False,
                                              description="Override the model's threshold for this call.")] = None,
     reconstruction: Annotated[bool, Query(description="Also return each record's reconstruction.")] = False,
-) -> AnomalyScores:
+) -> Response:
     """Score records (JSON `records`/`record`, or CSV one per line); error over the threshold = anomaly."""
     loaded = store.get(model, version, task="anomaly")
     manifest = loaded.manifest
@@ -84,8 +85,8 @@ async def score_records(
     outputs = np.asarray(await loaded.infer(inputs))
     chosen = threshold if threshold is not None else anomaly_model_threshold(manifest)
     results = score_results(inputs, outputs, chosen, manifest.preprocessing, reconstruction)
-    return AnomalyScores(
+    return json_response(AnomalyScores(
         model=model, version=loaded.version, threshold=chosen,
         threshold_source="request" if threshold is not None else "model", threshold_rule=threshold_rule(manifest),
         count=len(results), anomalies=sum(r.is_anomaly for r in results), results=results,
-    )
+    ), exclude_none=True)

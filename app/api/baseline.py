@@ -2,7 +2,8 @@
 
 Each does the same HTTP work as its model endpoint (the same upload read within the limits and
 decoded, the same JSON validated, the same query parsed) and returns a constant of the same shape,
-so `benchmarks.serve` can report what the models add on top of HTTP.
+rendered straight to a response as the model endpoints render theirs, so `benchmarks.serve` can
+report what the models add on top of HTTP.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, File, Query, UploadFile
+from fastapi.responses import JSONResponse, Response
 
 from app.api.deps import SettingsDep
-from app.api.schemas import ERROR_RESPONSES, ClassProbability, Prediction
+from app.api.schemas import ERROR_RESPONSES, ClassProbability, Prediction, json_response
 from app.api.uploads import decode_all, read_uploads, sized_work
 
 router = APIRouter(prefix="/baseline", tags=["benchmark"], responses=ERROR_RESPONSES)
@@ -24,22 +26,22 @@ async def baseline_upload(
     settings: SettingsDep,
     file: Annotated[list[UploadFile], File()],
     model: Annotated[str, Query(max_length=64)] = "digits",
-) -> Prediction:
+) -> Response:
     """Read and decode the uploaded images like /classify, then answer a constant."""
     contents = await read_uploads(file, settings)
     await sized_work(sum(len(data) for _, data in contents), decode_all, contents, settings.MAX_IMAGE_PIXELS)
-    return CONSTANT
+    return json_response(CONSTANT)
 
 
 @router.post("/json", response_model=dict[str, Any])
-async def baseline_json(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+async def baseline_json(body: Annotated[dict[str, Any], Body()]) -> Response:
     """Parse a JSON body and answer a constant."""
-    return {"model": "baseline", "count": len(body)}
+    return JSONResponse({"model": "baseline", "count": len(body)})
 
 
 @router.get("/get", response_model=dict[str, Any])
 async def baseline_get(
     word: Annotated[str, Query(min_length=1, max_length=64)], k: Annotated[int, Query(ge=1, le=100)] = 10
-) -> dict[str, Any]:
+) -> Response:
     """Validate a query string and answer a constant."""
-    return {"word": word, "k": k, "neighbours": []}
+    return JSONResponse({"word": word, "k": k, "neighbours": []})

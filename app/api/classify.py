@@ -6,9 +6,10 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, File, Query, UploadFile
+from fastapi.responses import Response
 
 from app.api.deps import SettingsDep, StoreDep
-from app.api.schemas import ERROR_RESPONSES, ClassProbability, Prediction, PredictionList, VersionQuery
+from app.api.schemas import ERROR_RESPONSES, ClassProbability, Prediction, PredictionList, VersionQuery, json_response
 from app.api.uploads import read_uploads, upload_preparer
 from app.errors import BadInput
 
@@ -32,7 +33,7 @@ async def classify_images(
     model: Annotated[str, Query(max_length=64, description="A classifier in /models.")] = "digits",
     version: VersionQuery = None,
     k: Annotated[int | None, Query(ge=1, description="How many top classes to return.")] = None,
-) -> Prediction | PredictionList:
+) -> Response:
     """Classify images; one file gets one prediction, several get a list in the same order."""
     loaded = store.get(model, version, task="classify")
     manifest = loaded.manifest
@@ -49,5 +50,6 @@ async def classify_images(
             Prediction(model=model, version=loaded.version, label=top[0].label, top=top, filename=upload.filename)
         )
     if len(predictions) == 1:
-        return predictions[0]
-    return PredictionList(model=model, version=loaded.version, predictions=predictions, count=len(predictions))
+        return json_response(predictions[0])
+    return json_response(PredictionList(model=model, version=loaded.version, predictions=predictions,
+                                        count=len(predictions)))

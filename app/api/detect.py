@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from pydantic import BaseModel, Field
 
 from app.api.deps import SettingsDep, StoreDep
-from app.api.schemas import ERROR_RESPONSES, VersionQuery
+from app.api.schemas import ERROR_RESPONSES, VersionQuery, json_response
 from app.api.uploads import read_uploads
 from app.config import Settings
 from app.detection.tiled import TiledImage, detections_from_outputs, tile_for_model
@@ -90,7 +90,7 @@ async def detect_objects(
     version: VersionQuery = None,
     score_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, description="Default: the model's.")] = None,
     draw: Annotated[bool, Query(description="Answer with the image and its boxes drawn, as PNG (one file only).")] = False,
-) -> DetectionsPublic | DetectionsList | Response:
+) -> Response:
     """Detect objects; large images are tiled as in training and boxes merged across tiles."""
     loaded = store.get(model, version, task="detect")
     manifest = loaded.manifest
@@ -117,5 +117,5 @@ async def detect_objects(
                                         score_threshold=threshold, detections=detections, count=len(detections),
                                         filename=upload.filename))
     if len(results) == 1:
-        return results[0]
-    return DetectionsList(model=model, version=loaded.version, results=results, count=len(results))
+        return json_response(results[0])
+    return json_response(DetectionsList(model=model, version=loaded.version, results=results, count=len(results)))

@@ -13,10 +13,11 @@ from typing import Annotated
 import keras
 import numpy as np
 from fastapi import APIRouter, Query
+from fastapi.responses import Response
 from pydantic import BaseModel
 
 from app.api.deps import SettingsDep, StoreDep
-from app.api.schemas import ERROR_RESPONSES, VersionQuery
+from app.api.schemas import ERROR_RESPONSES, VersionQuery, json_response
 from app.config import Settings
 from app.errors import BadInput, NotFound
 from app.preprocessing.words import tokenize
@@ -26,6 +27,7 @@ router = APIRouter(prefix="", tags=["words"], responses=ERROR_RESPONSES)
 
 COSINE_LAYER = "cosine"  # the layer training names; its kernel is (dim, vocab)
 MAX_WORD_CHARS = 64
+KEPT_ANSWERS = 10_000  # rendered /similar-words answers kept per loaded version
 
 
 class WordScore(BaseModel):
@@ -109,10 +111,33 @@ def top_words(ranked: tuple[np.ndarray, np.ndarray], vocabulary: list[str], excl
     return best
 
 
-async def nearest(loaded: LoadedModel, query: np.ndarray, exclude: list[int], k: int) -> list[WordScore]:
-    """The k words nearest to one unit query vector (dim,), by cosine."""
+async def ranked(loaded: LoadedModel, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The served graph's ranking for one unit query vector (dim,): (scores, word ids), best first."""
     scores, ids = await loaded.infer(query[None, :])
-    return top_words((scores[0], ids[0]), loaded.manifest.labels, exclude, k)
+    return scores[0], ids[0]
+
+
+def kept_answers(loaded: LoadedModel) -> dict[tuple[int, int], bytes]:
+    """This version's rendered /similar-words answers, by (word id, k), oldest first."""
+    return loaded.derived.setdefault("similar_words_answers", {})
+
+
+async def similar_words_answer(loaded: LoadedModel, model: str, word: str, word_id: int, k: int) -> bytes:
+    """The rendered answer for a vocabulary word, computed on its first request and then kept.
+
+    A version's vectors never change, so neither does a word's answer: asked again, it costs a
+    dictionary lookup instead of a pass over the whole vocabulary and a rendering. At most
+    `KEPT_ANSWERS` answers are kept per version (about 0.5 KB each at k=10); the oldest goes first."""
+    kept = kept_answers(loaded)
+    body = kept.get((word_id, k))
+    if body is None:
+        scores_and_ids = await ranked(loaded, word_vectors(loaded, [word_id])[0])
+        neighbours = top_words(scores_and_ids, loaded.manifest.labels, [word_id], k)
+        answer = SimilarWords(model=model, version=loaded.version, word=word, neighbours=neighbours)
+        if len(kept) >= KEPT_ANSWERS:
+            kept.pop(next(iter(kept)))
+        body = kept[(word_id, k)] = answer.model_dump_json().encode()
+    return body
 
 
 ModelQuery = Annotated[str, Query(max_length=64, description="A word-embedding model in /models.")]
@@ -127,14 +152,14 @@ async def read_similar_words(
     k: KQuery = 10,
     model: ModelQuery = "words",
     version: VersionQuery = None,
-) -> SimilarWords:
+) -> Response:
     """The k words nearest to a word by cosine similarity, best first."""
     loaded = words_model(store, model, version)
     query = read_word(word, "word")
     top_k = check_k(k, loaded.manifest.labels, 1, settings)
     ids = word_ids(loaded, [query])
-    return SimilarWords(model=model, version=loaded.version, word=query,
-                        neighbours=await nearest(loaded, word_vectors(loaded, ids)[0], ids, top_k))
+    body = await similar_words_answer(loaded, model, query, ids[0], top_k)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/analogy", response_model=AnalogyAnswer)
@@ -146,7 +171,7 @@ async def read_analogy(
     k: KQuery = 5,
     model: ModelQuery = "words",
     version: VersionQuery = None,
-) -> AnalogyAnswer:
+) -> Response:
     """The words nearest to the sum of the positive words minus the negative ones (king - man + woman)."""
     terms = len(positive) + len(negative)
     if terms > settings.MAX_ANALOGY_TERMS:
@@ -162,6 +187,6 @@ async def read_analogy(
     norm = float(np.linalg.norm(query))
     if norm < 1e-6:
         raise BadInput("the positive and negative words cancel out: there is nothing left to look up")
-    answers = await nearest(loaded, query / norm, plus_ids + minus_ids, top_k)
-    return AnalogyAnswer(model=model, version=loaded.version, positive=plus, negative=minus,
-                         answers=answers)
+    answers = top_words(await ranked(loaded, query / norm), vocabulary, plus_ids + minus_ids, top_k)
+    return json_response(AnalogyAnswer(model=model, version=loaded.version, positive=plus, negative=minus,
+                                       answers=answers))
