@@ -7,6 +7,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from app.errors import BadInput
+from app.preprocessing.colours import colour_reference, match_colours
 from app.preprocessing.mnist import prepare_digit
 
 
@@ -59,3 +60,29 @@ def test_grey_paper_with_noise_is_cleaned():
 def test_blank_image_is_refused():
     with pytest.raises(BadInput, match="no digit found"):
         prepare_digit(Image.new("L", (50, 50), 128))
+
+
+# --- colour matching (the tree detector's) ----------------------------------------------------------
+
+def test_colour_matching_gives_an_image_the_reference_distribution_and_keeps_its_order():
+    rng = np.random.default_rng(0)
+    dark = rng.integers(0, 100, (60, 80, 3)).astype(np.uint8)
+    bright = rng.integers(120, 250, (50, 50, 3)).astype(np.uint8)
+    bright[..., 2] //= 2  # each channel has its own reference
+    reference = colour_reference([bright])
+    assert reference.shape == (3, 65)
+    np.testing.assert_allclose(reference[:, 32], np.median(bright.reshape(-1, 3), axis=0), atol=1.0)
+    matched = match_colours(dark, reference)
+    assert matched.shape == dark.shape and matched.dtype == np.uint8
+    for channel in range(3):
+        np.testing.assert_allclose(np.quantile(matched[..., channel], [0.1, 0.5, 0.9]),
+                                   np.quantile(bright[..., channel], [0.1, 0.5, 0.9]), atol=3.0)
+        order = np.argsort(dark[..., channel].ravel(), kind="stable")
+        assert (np.diff(matched[..., channel].ravel()[order].astype(int)) >= 0).all()  # darker stays darker
+
+
+def test_an_image_matched_to_its_own_colours_barely_changes():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (64, 64, 3)).astype(np.uint8)
+    difference = match_colours(image, colour_reference([image])).astype(int) - image
+    assert np.abs(difference).max() <= 2

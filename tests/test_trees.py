@@ -218,8 +218,12 @@ def test_training_steps_lower_the_loss_and_publish_a_detector(trained):
 
     _, manifest = load_stored(settings, "trees", version)
     assert manifest.task == "detect" and manifest.labels == ["tree"]
-    assert manifest.model_dump()["detection"] == {"tile": TILE, "overlap": 16, "stride": 8,
-                                                  "score_threshold": 0.2, "nms_iou": 0.5, "upscale": 1.0}
+    detection = manifest.model_dump()["detection"]
+    reference = np.array(detection.pop("colour_reference"))  # the training images' colours, per channel
+    assert detection == {"tile": TILE, "overlap": 16, "stride": 8, "score_threshold": 0.2, "nms_iou": 0.5,
+                         "upscale": 1.0}
+    assert reference.shape == (3, 65) and (np.diff(reference, axis=1) >= 0).all()
+    assert reference.min() >= 0 and reference.max() <= 255
     from app.runs.db import open_registry
     from app.runs.registry import get_run
 

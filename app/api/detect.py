@@ -66,7 +66,8 @@ def _tile(data: bytes, name: str, fields: dict[str, Any], preprocessing: dict[st
                        f"the limit is {settings.MAX_DETECT_TILES}")
     pixels = np.asarray(image)
     return image, tile_for_model(pixels, fields["tile"], fields["overlap"],
-                                 preprocessing.get("mean", 127.0), preprocessing.get("scale", 128.0), upscale)
+                                 preprocessing.get("mean", 127.0), preprocessing.get("scale", 128.0), upscale,
+                                 fields.get("colour_reference"))
 
 
 def draw_boxes(image: Image.Image, detections: list[Detection]) -> bytes:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from app.detection.boxes import merge_tiles
 from app.detection.centernet import decode
+from app.preprocessing.colours import match_colours
 from app.preprocessing.tiling import cut_tiles, tile_cores
 
 
@@ -40,8 +41,12 @@ def enlarge(rgb: np.ndarray, upscale: float) -> np.ndarray:
 
 
 def tile_for_model(rgb: np.ndarray, tile: int, overlap: int, mean: float = 127.0, scale: float = 128.0,
-                   upscale: float = 1.0) -> TiledImage:
-    """An (H, W, 3) uint8 RGB image → the batch of normalised tiles and where each one sits."""
+                   upscale: float = 1.0, colour_reference: np.ndarray | None = None) -> TiledImage:
+    """An (H, W, 3) uint8 RGB image → the batch of normalised tiles and where each one sits.
+
+    With `colour_reference`, the image's colours are first matched to it (`match_colours`)."""
+    if colour_reference is not None:
+        rgb = match_colours(rgb, colour_reference)
     rgb = enlarge(rgb, upscale)
     height, width = rgb.shape[:2]
     tiles, origins = cut_tiles(rgb, tile, overlap)

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from app.detection.tiled import enlarge
+from app.preprocessing.colours import match_colours
 from app.preprocessing.tiling import cut_tiles
 from training.trees.voc import read_voc_folder
 
@@ -99,6 +100,13 @@ def flip(tiles: np.ndarray, boxes: list[np.ndarray], horizontal: bool, vertical:
             b[:, [1, 3]] = size - b[:, [3, 1]]
         moved.append(b)
     return np.ascontiguousarray(flipped), moved
+
+
+def matched_scene(scene: Scene, colour_reference: np.ndarray | None) -> Scene:
+    """The scene with its colours matched to the reference, as `/detect` matches an upload."""
+    if colour_reference is None:
+        return scene
+    return Scene(scene.name, match_colours(scene.pixels, colour_reference), scene.boxes)
 
 
 def enlarge_scene(scene: Scene, upscale: float) -> Scene:

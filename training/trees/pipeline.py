@@ -21,13 +21,14 @@ import tensorflow as tf
 from app.config import Settings
 from app.detection.centernet import encode
 from app.detection.tiled import detections_from_outputs, normalise, tile_for_model
+from app.preprocessing.colours import colour_reference
 from training.evaluation import load_stored, store_evaluation
 from training.imagenet import load_weights_file
 from training.recording import TrainingRun
 from training.sources import NEON_TREES, fetch
 from training.torch_checkpoint import read_state_dict
 from training.trees.ap import bootstrap_ap, evaluate_images, pooled_ap, precision_recall
-from training.trees.data import LABEL, Scene, enlarge_scene, load_scenes, make_splits, training_tiles
+from training.trees.data import LABEL, Scene, enlarge_scene, load_scenes, make_splits, matched_scene, training_tiles
 from training.trees.model import (
     STRIDE,
     build_bottom,
@@ -50,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Enlarge images by this before tiling (training, evaluation and serving).")
     parser.add_argument("--colour-copies", type=int, default=2,
                         help="Recoloured copies of every training tile (saturation, contrast, brightness, balance).")
+    parser.add_argument("--no-colour-matching", action="store_true",
+                        help="Do not match every image's colours to the training images' (histogram matching).")
     parser.add_argument("--stage1-epochs", type=int, default=30)
     parser.add_argument("--stage2-epochs", type=int, default=20)
     parser.add_argument("--steps-per-epoch", type=int, default=30)
@@ -163,34 +166,35 @@ def train_variant(run: TrainingRun, prefix: str, tiles: np.ndarray, targets: np.
 
 # --- evaluation ---------------------------------------------------------------------------------
 
-def detect_scene(model: keras.Model, scene: Scene, tile: int, min_score: float, upscale: float = 1.0
+def detect_scene(model: keras.Model, scene: Scene, fields: dict[str, Any], min_score: float
                  ) -> tuple[np.ndarray, np.ndarray]:
-    tiled = tile_for_model(scene.pixels, tile, tile // OVERLAP_FRACTION, upscale=upscale)
+    """A whole scene through the detector as `/detect` sees an upload, with the manifest's `fields`."""
+    tiled = tile_for_model(scene.pixels, fields["tile"], fields["overlap"], upscale=fields.get("upscale", 1.0),
+                           colour_reference=fields.get("colour_reference"))
     outputs = np.concatenate([np.asarray(model(tiled.batch[i:i + 16], training=False))
                               for i in range(0, len(tiled.batch), 16)])
     return detections_from_outputs(outputs, tiled, STRIDE, min_score)
 
 
-def score_set(model: keras.Model, scenes: list[Scene], tile: int, threshold: float, upscale: float = 1.0
-              ) -> dict[str, Any]:
+def score_set(model: keras.Model, scenes: list[Scene], fields: dict[str, Any]) -> dict[str, Any]:
     """AP@0.5 with a bootstrap 95 % interval, and precision / recall at the shipped threshold."""
     if not scenes:
         return {}
-    results = evaluate_images([detect_scene(model, s, tile, EVAL_MIN_SCORE, upscale) for s in scenes],
+    results = evaluate_images([detect_scene(model, s, fields, EVAL_MIN_SCORE) for s in scenes],
                               [s.boxes for s in scenes])
     low, high = bootstrap_ap(results)
     scores = np.concatenate([r.scores for r in results])
     hits = np.concatenate([r.hits for r in results])
     truth = sum(len(r.truth) for r in results)
-    precision, recall = precision_recall(scores, hits, truth, threshold)
+    precision, recall = precision_recall(scores, hits, truth, fields["score_threshold"])
     return {"ap50": round(pooled_ap(results), 4), "ap50_ci95": [round(low, 4), round(high, 4)],
             "precision": round(precision, 4), "recall": round(recall, 4), "boxes": truth,
             "images": [s.name for s in scenes]}
 
 
-def score_all(model: keras.Model, splits, tile: int, threshold: float, upscale: float = 1.0) -> dict[str, Any]:
-    return {"in_domain": score_set(model, splits.in_domain, tile, threshold, upscale),
-            "cross_site": score_set(model, splits.cross_site, tile, threshold, upscale)}
+def score_all(model: keras.Model, splits, fields: dict[str, Any]) -> dict[str, Any]:
+    return {"in_domain": score_set(model, splits.in_domain, fields),
+            "cross_site": score_set(model, splits.cross_site, fields)}
 
 
 # --- the command --------------------------------------------------------------------------------
@@ -208,9 +212,13 @@ def imagenet_state(settings: Settings) -> dict[str, np.ndarray]:
     return read_state_dict(load_weights_file(settings))
 
 
-def serving_fields(args: argparse.Namespace) -> dict[str, Any]:
-    return {"tile": args.tile, "overlap": args.tile // OVERLAP_FRACTION, "stride": STRIDE,
-            "score_threshold": args.score_threshold, "nms_iou": 0.5, "upscale": args.upscale}
+def serving_fields(args: argparse.Namespace, reference: np.ndarray | None) -> dict[str, Any]:
+    """What `/detect` and the evaluation need to see an image as training did (the manifest's `detection`)."""
+    fields = {"tile": args.tile, "overlap": args.tile // OVERLAP_FRACTION, "stride": STRIDE,
+              "score_threshold": args.score_threshold, "nms_iou": 0.5, "upscale": args.upscale}
+    if reference is not None:
+        fields["colour_reference"] = reference.tolist()
+    return fields
 
 
 def train_on(splits, state: dict[str, np.ndarray], args: argparse.Namespace, settings: Settings,
@@ -220,7 +228,9 @@ def train_on(splits, state: dict[str, np.ndarray], args: argparse.Namespace, set
     with TrainingRun(NAME, settings, params=params, seed=args.seed,
                      source=None if dataset else NEON_TREES, dataset=dataset,
                      data_fingerprint=data_fingerprint, resume=args.resume) as run:
-        scenes = [enlarge_scene(s, args.upscale) for s in splits.train]
+        reference = None if args.no_colour_matching else np.round(colour_reference(s.pixels for s in splits.train), 2)
+        fields = serving_fields(args, reference)
+        scenes = [enlarge_scene(matched_scene(s, reference), args.upscale) for s in splits.train]
         tiles, boxes = training_tiles(scenes, args.tile, args.train_overlap, colour_copies=args.colour_copies,
                                       seed=args.seed)
         targets = encode_all(boxes, args.tile)
@@ -229,7 +239,7 @@ def train_on(splits, state: dict[str, np.ndarray], args: argparse.Namespace, set
         counter = EpochCounter()
         detector = train_variant(run, "", tiles, targets, state, args, fine_tune=True, cache=cache, counter=counter)
         def score(model: keras.Model) -> dict[str, Any]:
-            return score_all(model, splits, args.tile, args.score_threshold, args.upscale)
+            return score_all(model, splits, fields)
 
         metrics: dict[str, Any] = {"fine_tuned": score(detector)}
         print(json.dumps(metrics))
@@ -247,7 +257,7 @@ def train_on(splits, state: dict[str, np.ndarray], args: argparse.Namespace, set
             preprocessing={"kind": "detection_tiles", "mean": 127.0, "scale": 128.0},
             description="Tree crowns: EfficientNet-Lite0 (ImageNet, blocks 5-10 fine-tuned) with a CenterNet-style "
                         f"head at stride 8 on images enlarged x{args.upscale:g}; NEON aerial images from deepforest.",
-            extra={"detection": serving_fields(args)},
+            extra={"detection": fields},
         )
 
 
@@ -263,7 +273,7 @@ def evaluate(settings: Settings, version: int | None) -> dict[str, Any]:
     fields = (manifest.model_extra or {})["detection"]
     splits = make_splits(load_scenes(neon_folder(settings)))
     metrics = {"model": NAME, "version": manifest.version, "score_threshold": fields["score_threshold"],
-               **score_all(model, splits, fields["tile"], fields["score_threshold"], fields.get("upscale", 1.0))}
+               **score_all(model, splits, fields)}
     store_evaluation(settings, manifest, metrics)
     return metrics
 
