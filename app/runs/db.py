@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 
 from alembic import command
@@ -24,11 +26,26 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            switch_to_wal(cursor)
             cursor.close()
 
     return engine
+
+
+def switch_to_wal(cursor: sqlite3.Cursor, deadline_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000) -> None:
+    """WAL mode, which the database file keeps once set. While other processes open a new database
+    at the same moment, SQLite can refuse the switch with "database is locked" without waiting on
+    the busy timeout, so the switch is retried until the deadline."""
+    give_up = time.monotonic() + deadline_s
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > give_up:
+                raise
+            time.sleep(0.05)
 
 
 def upgrade_schema(engine: Engine, revision: str = "head") -> None:
