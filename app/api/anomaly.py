@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from app.api.deps import SettingsDep, StoreDep
+from app.api.deps import serving
 from app.api.records import RECORDS_REQUEST_BODY, read_records
 from app.api.schemas import ERROR_RESPONSES, VersionQuery, json_response
 from app.preprocessing.records import denormalise_records, normalise_records, reconstruction_errors
@@ -69,8 +69,6 @@ def score_results(
 @router.post("", response_model=AnomalyScores, openapi_extra=RECORDS_REQUEST_BODY)
 async def score_records(
     request: Request,
-    store: StoreDep,
-    settings: SettingsDep,
     model: Annotated[str, Query(max_length=64, description="An anomaly model in /models.")] = "ecg",
     version: VersionQuery = None,
     threshold: Annotated[float | None, Query(gt=0, allow_inf_nan=False,
@@ -78,6 +76,7 @@ async def score_records(
     reconstruction: Annotated[bool, Query(description="Also return each record's reconstruction.")] = False,
 ) -> Response:
     """Score records (JSON `records`/`record`, or CSV one per line); error over the threshold = anomaly."""
+    store, settings = serving(request)
     loaded = store.get(model, version, task="anomaly")
     manifest = loaded.manifest
     records = await read_records(request, settings, manifest.input_spec.shape[0])

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, File, Query, UploadFile
+from fastapi import APIRouter, Body, File, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from app.api.deps import SettingsDep
+from app.api.deps import serving
 from app.api.schemas import ERROR_RESPONSES, ClassProbability, Prediction, json_response
 from app.api.uploads import decode_all, read_uploads, sized_work
 
@@ -23,11 +23,12 @@ CONSTANT = Prediction(model="baseline", version=0, label="0", top=[ClassProbabil
 
 @router.post("/upload", response_model=Prediction)
 async def baseline_upload(
-    settings: SettingsDep,
+    request: Request,
     file: Annotated[list[UploadFile], File()],
     model: Annotated[str, Query(max_length=64)] = "digits",
 ) -> Response:
     """Read and decode the uploaded images like /classify, then answer a constant."""
+    _, settings = serving(request)
     contents = await read_uploads(file, settings)
     await sized_work(sum(len(data) for _, data in contents), decode_all, contents, settings.MAX_IMAGE_PIXELS)
     return json_response(CONSTANT)

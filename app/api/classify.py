@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import Response
 
-from app.api.deps import SettingsDep, StoreDep
+from app.api.deps import serving
 from app.api.schemas import ERROR_RESPONSES, ClassProbability, Prediction, PredictionList, VersionQuery, json_response
 from app.api.uploads import read_uploads, upload_preparer
 from app.errors import BadInput
@@ -27,14 +27,14 @@ def rank_classes(probabilities: np.ndarray, labels: list[str], k: int) -> list[C
 
 @router.post("", response_model=Prediction | PredictionList)
 async def classify_images(
-    store: StoreDep,
-    settings: SettingsDep,
+    request: Request,
     file: Annotated[list[UploadFile], File(description="One or more images (PNG, JPEG, BMP, GIF, WebP).")],
     model: Annotated[str, Query(max_length=64, description="A classifier in /models.")] = "digits",
     version: VersionQuery = None,
     k: Annotated[int | None, Query(ge=1, description="How many top classes to return.")] = None,
 ) -> Response:
     """Classify images; one file gets one prediction, several get a list in the same order."""
+    store, settings = serving(request)
     loaded = store.get(model, version, task="classify")
     manifest = loaded.manifest
     if k is not None and k > settings.MAX_K:

@@ -8,12 +8,12 @@ from typing import Annotated, Any
 
 import anyio
 import numpy as np
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import Response
 from PIL import Image, ImageDraw
 from pydantic import BaseModel, Field
 
-from app.api.deps import SettingsDep, StoreDep
+from app.api.deps import serving
 from app.api.schemas import ERROR_RESPONSES, VersionQuery, json_response
 from app.api.uploads import read_uploads
 from app.config import Settings
@@ -84,8 +84,7 @@ def draw_boxes(image: Image.Image, detections: list[Detection]) -> bytes:
 @router.post("", response_model=DetectionsPublic | DetectionsList,
              responses={200: {"content": {"image/png": {}}, "description": "JSON boxes, or the PNG with `draw=true`"}})
 async def detect_objects(
-    store: StoreDep,
-    settings: SettingsDep,
+    request: Request,
     file: Annotated[list[UploadFile], File(description="One or more images (PNG, JPEG, BMP, GIF, WebP), any size within the limits.")],
     model: Annotated[str, Query(max_length=64, description="A detector in /models.")] = "trees",
     version: VersionQuery = None,
@@ -93,6 +92,7 @@ async def detect_objects(
     draw: Annotated[bool, Query(description="Answer with the image and its boxes drawn, as PNG (one file only).")] = False,
 ) -> Response:
     """Detect objects; large images are tiled as in training and boxes merged across tiles."""
+    store, settings = serving(request)
     loaded = store.get(model, version, task="detect")
     manifest = loaded.manifest
     fields = (manifest.model_extra or {})["detection"]

@@ -12,11 +12,11 @@ from typing import Annotated
 
 import keras
 import numpy as np
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from app.api.deps import SettingsDep, StoreDep
+from app.api.deps import serving
 from app.api.schemas import ERROR_RESPONSES, VersionQuery, json_response
 from app.config import Settings
 from app.errors import BadInput, NotFound
@@ -146,14 +146,14 @@ KQuery = Annotated[int, Query(ge=1, description="How many words to return (at mo
 
 @router.get("/similar-words", response_model=SimilarWords)
 async def read_similar_words(
-    store: StoreDep,
-    settings: SettingsDep,
+    request: Request,
     word: Annotated[str, Query(min_length=1, max_length=MAX_WORD_CHARS, description="One word.")],
     k: KQuery = 10,
     model: ModelQuery = "words",
     version: VersionQuery = None,
 ) -> Response:
     """The k words nearest to a word by cosine similarity, best first."""
+    store, settings = serving(request)
     loaded = words_model(store, model, version)
     query = read_word(word, "word")
     top_k = check_k(k, loaded.manifest.labels, 1, settings)
@@ -164,8 +164,7 @@ async def read_similar_words(
 
 @router.get("/analogy", response_model=AnalogyAnswer)
 async def read_analogy(
-    store: StoreDep,
-    settings: SettingsDep,
+    request: Request,
     positive: Annotated[list[str], Query(min_length=1, description="Words to add (repeat the parameter).")],
     negative: Annotated[list[str], Query(description="Words to subtract (repeat the parameter).")] = [],  # noqa: B006
     k: KQuery = 5,
@@ -173,6 +172,7 @@ async def read_analogy(
     version: VersionQuery = None,
 ) -> Response:
     """The words nearest to the sum of the positive words minus the negative ones (king - man + woman)."""
+    store, settings = serving(request)
     terms = len(positive) + len(negative)
     if terms > settings.MAX_ANALOGY_TERMS:
         raise BadInput(f"{terms} words given; an analogy takes at most {settings.MAX_ANALOGY_TERMS}")
