@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     BATCHING: bool = Field(True, description="Gather concurrent requests into one model call.")
     MAX_BATCH_SIZE: int = Field(32, ge=1, description="Most rows in one model call.")
     MAX_DELAY_MS: float = Field(2.0, ge=0, description="Longest a request waits for others to join.")
-    MAX_BATCHES_IN_FLIGHT: int = Field(2, ge=1, description="Batches of one model running at once.")
+    MAX_BATCHES_IN_FLIGHT: int = Field(4, ge=1, description="Batches of one model running at once.")
     BATCHING_OVERRIDES: dict[str, dict[str, float]] = Field(
         default_factory=dict,
         description='Per model: {"imagenet": {"max_batch_size": 8, "max_delay_ms": 10, "max_in_flight": 1}}',
