@@ -17,7 +17,7 @@ from app.api.deps import serving
 from app.api.schemas import ERROR_RESPONSES, VersionQuery, json_response
 from app.api.uploads import read_uploads
 from app.config import Settings
-from app.detection.tiled import TiledImage, detections_from_outputs, tile_for_model
+from app.detection.tiled import TiledImage, detections_from_outputs, tile_as_manifest
 from app.errors import BadInput, TooLarge
 from app.preprocessing.images import decode_image, to_rgb
 from app.preprocessing.tiling import tile_grid
@@ -64,10 +64,7 @@ def _tile(data: bytes, name: str, fields: dict[str, Any], preprocessing: dict[st
     if tiles > settings.MAX_DETECT_TILES:
         raise TooLarge(f"{name}: {image.width}x{image.height} needs {tiles} tiles of {fields['tile']} px; "
                        f"the limit is {settings.MAX_DETECT_TILES}")
-    pixels = np.asarray(image)
-    return image, tile_for_model(pixels, fields["tile"], fields["overlap"],
-                                 preprocessing.get("mean", 127.0), preprocessing.get("scale", 128.0), upscale,
-                                 fields.get("colour_reference"))
+    return image, tile_as_manifest(np.asarray(image), fields, preprocessing)
 
 
 def draw_boxes(image: Image.Image, detections: list[Detection]) -> bytes:

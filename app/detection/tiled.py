@@ -5,7 +5,9 @@ Used by `POST /detect` and by the trees model's evaluation, so both see the same
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -52,6 +54,16 @@ def tile_for_model(rgb: np.ndarray, tile: int, overlap: int, mean: float = 127.0
     tiles, origins = cut_tiles(rgb, tile, overlap)
     return TiledImage(normalise(tiles, mean, scale), origins, tile_cores(origins, tile, width, height), width, height,
                       upscale)
+
+
+def tile_as_manifest(rgb: np.ndarray, fields: Mapping[str, Any], preprocessing: Mapping[str, Any] | None = None
+                     ) -> TiledImage:
+    """`tile_for_model` with what a detector's manifest prescribes (its `detection` fields and its
+    `preprocessing`): the one place `/detect` and the evaluation turn a manifest into tiles."""
+    preprocessing = preprocessing or {}
+    return tile_for_model(rgb, fields["tile"], fields["overlap"], preprocessing.get("mean", 127.0),
+                          preprocessing.get("scale", 128.0), fields.get("upscale", 1.0),
+                          fields.get("colour_reference"))
 
 
 def detections_from_outputs(

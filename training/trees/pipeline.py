@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from app.config import Settings
 from app.detection.centernet import encode
-from app.detection.tiled import detections_from_outputs, normalise, tile_for_model
+from app.detection.tiled import detections_from_outputs, normalise, tile_as_manifest
 from app.preprocessing.colours import colour_reference
 from training.evaluation import load_stored, store_evaluation
 from training.imagenet import load_weights_file
@@ -169,8 +169,7 @@ def train_variant(run: TrainingRun, prefix: str, tiles: np.ndarray, targets: np.
 def detect_scene(model: keras.Model, scene: Scene, fields: dict[str, Any], min_score: float
                  ) -> tuple[np.ndarray, np.ndarray]:
     """A whole scene through the detector as `/detect` sees an upload, with the manifest's `fields`."""
-    tiled = tile_for_model(scene.pixels, fields["tile"], fields["overlap"], upscale=fields.get("upscale", 1.0),
-                           colour_reference=fields.get("colour_reference"))
+    tiled = tile_as_manifest(scene.pixels, fields)
     outputs = np.concatenate([np.asarray(model(tiled.batch[i:i + 16], training=False))
                               for i in range(0, len(tiled.batch), 16)])
     return detections_from_outputs(outputs, tiled, STRIDE, min_score)
