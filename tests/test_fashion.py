@@ -6,6 +6,7 @@ import argparse
 import gzip
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from app.preprocessing.resized import prepare_resized
 from app.runs import registry
 from app.runs.db import open_registry
 from app.store.manifest import read_manifest
+from app.store.store import load_version
 from tests.conftest import make_settings, png_bytes
 from training import fashion
 from training.classification import classification_report
@@ -167,7 +169,7 @@ def test_folder_loader_resizes_and_splits(image_folder):
 def folder_args(image_folder: Path, **overrides) -> argparse.Namespace:
     values = dict(data_dir=image_folder, name="shapes", image_size=16, colour_mode="rgb", validation_fraction=0.2,
                   test_fraction=0.2, epochs=1, batch_size=16, learning_rate=3e-3, width=4, convolutions="1,1",
-                  dense_units=16, dropout=0.0, label_smoothing=0.0, max_shift=1, flip=True, patience=3,
+                  dense_units=16, dropout=0.0, label_smoothing=0.0, max_shift=1, flip=True, flip_average=False, single_view_of=None, patience=3,
                   plateau_patience=2, bf16=False, limit=None, seed=3, resume=False, quiet=True)
     return argparse.Namespace(**{**values, **overrides})
 
@@ -257,7 +259,7 @@ def fashion_store(tmp_path_factory):
     """A tiny model published as `fashion`, prepared like Fashion-MNIST, trained on synthetic data."""
     settings = make_settings(tmp_path_factory.mktemp("fashion"))
     data = {"train": synthetic_fashion(200, 1), "validation": synthetic_fashion(40, 2), "test": synthetic_fashion(50, 3)}
-    args = folder_args(None, name="fashion", convolutions="1")
+    args = folder_args(None, name="fashion", convolutions="1", flip_average=True)
     train_on(data, LABELS, args, settings, dataset="synthetic", data_fingerprint="test",
              preprocessing={"kind": "fashion_item"}, description="tiny")
     return settings, data
@@ -289,6 +291,28 @@ def test_classification_report_numbers():
     assert report["per_class"]["b"] == {"precision": 0.6667, "recall": 1.0, "f1": 0.8, "support": 2}
     assert report["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
     assert report["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+def test_a_single_view_version_is_the_network_inside_the_flip_average(fashion_store, tmp_path, monkeypatch):
+    settings, data = fashion_store
+    copy = make_settings(tmp_path)
+    shutil.copytree(settings.MODEL_DIR / "fashion", copy.MODEL_DIR / "fashion")
+    monkeypatch.setattr(fashion, "load_fashion_mnist", lambda settings, seed=0: data)
+    args = folder_args(None, name="fashion", single_view_of=1)
+    assert train(args, copy) == 2
+    averaged = load_version(copy.MODEL_DIR / "fashion" / "1", "/CPU:0").compiled.model
+    single = load_version(copy.MODEL_DIR / "fashion" / "2", "/CPU:0").compiled.model
+    x = data["test"][0][:8]
+    mirrored = x[:, :, ::-1]
+    one, other = single(x, training=False).numpy(), single(mirrored, training=False).numpy()
+    assert np.allclose(averaged(x, training=False).numpy(), (one + other) / 2, atol=1e-5)
+    manifest = read_manifest(copy.MODEL_DIR / "fashion" / "2")
+    expected = float((single(data["test"][0], training=False).numpy().argmax(1) == data["test"][1]).mean())
+    assert manifest.test_metrics["test_accuracy"] == pytest.approx(expected)
+    record = json.loads((copy.MODEL_DIR / "fashion" / "2" / "run.json").read_text())
+    assert record["params"]["single_view_of"] == 1 and record["plots"] == ["confusion_matrix.png"]
+    with pytest.raises(SystemExit, match="already a single view"):
+        train(folder_args(None, name="fashion", single_view_of=2), copy)
 
 
 def test_evaluate_reports_and_stores_the_metrics(fashion_store, monkeypatch):

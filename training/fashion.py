@@ -250,6 +250,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-smoothing", type=float, default=0.05)
     parser.add_argument("--max-shift", type=int, default=2, help="Random shift augmentation, pixels.")
     parser.add_argument("--no-flip", dest="flip", action="store_false", help="No horizontal flips.")
+    parser.add_argument("--flip-average", action="store_true",
+                        help="Ship the average over each image and its mirror: twice the compute per image "
+                             "(Fashion-MNIST: 94.18 %% instead of 94.10 %%).")
+    parser.add_argument("--single-view-of", type=int, default=None, metavar="VERSION",
+                        help="Instead of training: publish the single network inside a stored flip-averaged "
+                             "version as a new version, evaluated and recorded as a run of its own.")
     parser.add_argument("--patience", type=int, default=8, help="Early stopping, epochs without a better val loss.")
     parser.add_argument("--plateau-patience", type=int, default=2, help="Epochs before halving the learning rate.")
     parser.add_argument("--limit", type=int, default=None, help="Use only the first N training images.")
@@ -295,7 +301,7 @@ def train_on(
             model.load_weights(best_weights)
         model = float32_copy(model, build)
         single_view = model.predict(x_test, batch_size=512, verbose=0)
-        if args.flip:  # trained on mirror images: ship the average over both views
+        if args.flip and args.flip_average:  # trained on mirror images: the average over both views
             model = flip_averaged(model, input_shape)
         probabilities = model.predict(x_test, batch_size=512, verbose=0)
         metrics = classification_report(y_test, probabilities, labels)
@@ -310,7 +316,37 @@ def train_on(
                            preprocessing=preprocessing, description=description)
 
 
+def single_view(model: keras.Model) -> keras.Model:
+    """The network inside a `flip_averaged` model (the model itself when it is not one)."""
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return inner[0] if len(inner) == 1 else model
+
+
+def publish_single_view(args: argparse.Namespace, settings: Settings) -> int:
+    """A stored flip-averaged version's own network as a new version: half the compute per image.
+
+    No weights change; the run records where they came from and the test metrics of the one view.
+    """
+    stored, manifest = load_stored(settings, args.name, args.single_view_of)
+    model = single_view(stored)
+    if model is stored:
+        raise SystemExit(f"{args.name} version {manifest.version} is already a single view")
+    x_test, y_test = load_fashion_mnist(settings)["test"]
+    params = {"single_view_of": manifest.version, "weights_from_run": manifest.run_id}
+    with TrainingRun(args.name, settings, params=params, seed=args.seed, source=FASHION_MNIST) as run:
+        metrics = classification_report(y_test, model.predict(x_test, batch_size=512, verbose=0), manifest.labels)
+        metrics["flip_averaged_test_accuracy"] = (manifest.test_metrics or {}).get("test_accuracy")
+        plot_confusion_matrix(metrics["confusion_matrix"], manifest.labels, run.plots_dir / CONFUSION_PLOT,
+                              title=f"{args.name}: confusion matrix, test set")
+        return run.publish(model, task="classify", input_shape=list(manifest.input_spec.shape), labels=manifest.labels,
+                           test_metrics=metrics, preprocessing=manifest.preprocessing,
+                           description=f"{manifest.description} One view per image (the network of version "
+                                       f"{manifest.version} without its mirror-image average).")
+
+
 def train(args: argparse.Namespace, settings: Settings) -> int:
+    if args.single_view_of is not None:
+        return publish_single_view(args, settings)
     if args.data_dir is None:
         return train_on(
             load_fashion_mnist(settings, args.seed), LABELS, args, settings,
