@@ -7,12 +7,14 @@ import io
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.detection.boxes import iou_matrix, merge_tiles, nms
 from app.detection.centernet import decode, encode
 from app.detection.tiled import detections_from_outputs, tile_for_model
+from app.detection.views import FLIPS, FlipAveraged, unmirrored_output, with_flip_views
 from app.main import create_app
 from app.preprocessing.tiling import cut_tiles, tile_cores, tile_grid, tile_starts
 from tests.conftest import make_settings, png_bytes, train_tiny_digits
@@ -99,6 +101,52 @@ def test_encode_then_decode_returns_the_boxes():
     np.testing.assert_allclose(decoded[order], boxes, atol=1e-4)
     assert scores.tolist() == [1.0, 1.0, 1.0]
     assert decode(target[..., :5] * [0.4, 1, 1, 1, 1], 8, 0.5)[0].shape == (0, 4)  # below the threshold
+
+
+@pytest.mark.parametrize("left_right, top_bottom", [(True, False), (False, True), (True, True)])
+def test_a_mirrored_tiles_output_flipped_back_is_the_tiles_own(left_right, top_bottom):
+    side, stride = 256, 8
+    # centres off the cell borders: a centre on a border belongs to the cell after it, seen either way
+    boxes = np.array([[10, 20, 50, 70], [100, 100, 131, 128], [200, 5, 251, 44]], np.float64)
+    mirrored_boxes = boxes.copy()
+    if left_right:
+        mirrored_boxes[:, [0, 2]] = side - boxes[:, [2, 0]]
+    if top_bottom:
+        mirrored_boxes[:, [1, 3]] = side - boxes[:, [3, 1]]
+    grid = (side // stride, side // stride)
+    seen = encode(mirrored_boxes, grid, stride)[None, ..., :5]
+    back = unmirrored_output(tf.constant(seen), left_right, top_bottom).numpy()[0]
+    own = encode(boxes, grid, stride)[..., :5]
+    np.testing.assert_allclose(back[..., 0], own[..., 0], atol=1e-6)  # the heat
+    geometry = encode(boxes, grid, stride)[..., 5] > 0  # cells that carry a box's offset and size
+    np.testing.assert_allclose(back[geometry][:, 1:], own[geometry][:, 1:], atol=1e-5)
+    decoded, _ = decode(back, stride, 0.5)
+    np.testing.assert_allclose(decoded[np.argsort(decoded[:, 0])], boxes, atol=1e-4)
+
+
+def test_flip_averaged_runs_every_view_in_one_batch_and_averages_them_back():
+    import keras
+
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(5, 3, strides=8, padding="same")])
+    x = np.random.default_rng(0).normal(size=(3, 16, 16, 3)).astype(np.float32)
+    averaged = FlipAveraged(model, 4)(x).numpy()
+    expected = np.zeros_like(averaged)
+    for left_right, top_bottom in FLIPS:
+        seen = x[:, :, ::-1] if left_right else x
+        seen = seen[:, ::-1] if top_bottom else seen
+        out = model(np.ascontiguousarray(seen)).numpy()
+        out = out[:, :, ::-1] if left_right else out
+        out = out[:, ::-1] if top_bottom else out
+        out = out.copy()
+        if left_right:
+            out[..., 1] = 1 - out[..., 1]
+        if top_bottom:
+            out[..., 2] = 1 - out[..., 2]
+        expected += out / 4
+    np.testing.assert_allclose(averaged, expected, atol=1e-5)
+    assert with_flip_views(model, {}) is model and with_flip_views(model, {"flip_views": 2}).flips == FLIPS[:2]
+    with pytest.raises(ValueError, match="1, 2 or 4"):
+        FlipAveraged(model, 3)
 
 
 def test_decode_keeps_only_local_peaks():
@@ -221,7 +269,7 @@ def test_training_steps_lower_the_loss_and_publish_a_detector(trained):
     detection = manifest.model_dump()["detection"]
     reference = np.array(detection.pop("colour_reference"))  # the training images' colours, per channel
     assert detection == {"tile": TILE, "overlap": 16, "stride": 8, "score_threshold": 0.2, "nms_iou": 0.5,
-                         "upscale": 1.0}
+                         "upscale": 1.0, "flip_views": 4}
     assert reference.shape == (3, 65) and (np.diff(reference, axis=1) >= 0).all()
     assert reference.min() >= 0 and reference.max() <= 255
     from app.runs.db import open_registry

@@ -17,6 +17,7 @@ import anyio
 import keras
 import numpy as np
 
+from app.detection.views import with_flip_views
 from app.errors import BadInput, NotFound
 from app.serving import metrics
 from app.serving.batching import DynamicBatcher, Prepare
@@ -99,6 +100,8 @@ def load_version(path: Path, device: str, batching: BatchingPolicy = no_batching
         raise ValueError(f"{weights} does not match the sha256 in its manifest")
     model = keras.saving.load_model(weights, compile=False, safe_mode=True)
     top_k = min(embedding_top_k, len(manifest.labels)) if manifest.task == "embedding" else None
+    if manifest.task == "detect":  # mirrored views of each tile, averaged, when the manifest asks for them
+        model = with_flip_views(model, (manifest.model_extra or {}).get("detection", {}))
     compiled = CompiledModel(model, manifest.input_spec.shape, manifest.input_spec.dtype, device, top_k)
     compiled.warm_up()
     policy = batching(manifest.name)

@@ -21,6 +21,7 @@ import tensorflow as tf
 from app.config import Settings
 from app.detection.centernet import encode
 from app.detection.tiled import detections_from_outputs, normalise, tile_as_manifest
+from app.detection.views import with_flip_views
 from app.preprocessing.colours import colour_reference
 from training.evaluation import load_stored, store_evaluation
 from training.imagenet import load_weights_file
@@ -60,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="Stage 1 (head).")
     parser.add_argument("--finetune-learning-rate", type=float, default=3e-4, help="Stage 2 (top blocks + head).")
     parser.add_argument("--score-threshold", type=float, default=0.3, help="Shipped default for /detect.")
+    parser.add_argument("--flip-views", type=int, choices=(1, 2, 4), default=4,
+                        help="Mirror images of each tile run and averaged at test time, in evaluation and /detect.")
     parser.add_argument("--no-compare", action="store_true", help="Skip the frozen / random-init comparison.")
     parser.add_argument("--voc-folder", type=Path, default=None,
                         help="Your own Pascal VOC folder (default: the NEON trees of deepforest).")
@@ -170,6 +173,7 @@ def detect_scene(model: keras.Model, scene: Scene, fields: dict[str, Any], min_s
                  ) -> tuple[np.ndarray, np.ndarray]:
     """A whole scene through the detector as `/detect` sees an upload, with the manifest's `fields`."""
     tiled = tile_as_manifest(scene.pixels, fields)
+    model = with_flip_views(model, fields)
     outputs = np.concatenate([np.asarray(model(tiled.batch[i:i + 16], training=False))
                               for i in range(0, len(tiled.batch), 16)])
     return detections_from_outputs(outputs, tiled, STRIDE, min_score)
@@ -214,7 +218,8 @@ def imagenet_state(settings: Settings) -> dict[str, np.ndarray]:
 def serving_fields(args: argparse.Namespace, reference: np.ndarray | None) -> dict[str, Any]:
     """What `/detect` and the evaluation need to see an image as training did (the manifest's `detection`)."""
     fields = {"tile": args.tile, "overlap": args.tile // OVERLAP_FRACTION, "stride": STRIDE,
-              "score_threshold": args.score_threshold, "nms_iou": 0.5, "upscale": args.upscale}
+              "score_threshold": args.score_threshold, "nms_iou": 0.5, "upscale": args.upscale,
+              "flip_views": args.flip_views}
     if reference is not None:
         fields["colour_reference"] = reference.tolist()
     return fields
