@@ -187,3 +187,21 @@ def test_compiled_top_k_ranks_like_a_full_sort():
     assert ids.shape == (3, 7)
     assert (ids == np.argsort(-full, axis=1)[:, :7]).all()
     assert np.allclose(scores, np.take_along_axis(full, ids, axis=1))
+
+
+def test_compiled_max_rows_runs_a_large_batch_in_pieces_with_the_same_answers():
+    import keras
+
+    from app.serving.runtime import CompiledModel
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(6)(inputs))
+    x = np.random.default_rng(1).normal(size=(11, 4)).astype(np.float32)
+    whole = CompiledModel(model, [4], "float32", "/CPU:0")(x)
+    pieces = CompiledModel(model, [4], "float32", "/CPU:0", max_rows=4)
+    seen = []
+    run = pieces._run
+    pieces._run = lambda batch: seen.append(len(batch)) or run(batch)
+    assert np.allclose(pieces(x), whole, atol=1e-6) and seen == [4, 4, 3]
+    scores, ids = CompiledModel(model, [4], "float32", "/CPU:0", top_k=2, max_rows=5)(x)  # structured outputs too
+    assert ids.shape == (11, 2) and (ids == np.argsort(-whole, axis=1)[:, :2]).all()

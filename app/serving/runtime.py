@@ -18,11 +18,14 @@ import tensorflow as tf
 class CompiledModel:
     """A Keras model behind a `tf.function` with input signature `(None, *input_shape)`."""
 
-    def __init__(self, model: keras.Model, input_shape: list[int], dtype: str, device: str, top_k: int | None = None):
+    def __init__(self, model: keras.Model, input_shape: list[int], dtype: str, device: str, top_k: int | None = None,
+                 max_rows: int | None = None):
         """With `top_k`, the graph answers (values, indices) of each row's `top_k` largest outputs,
         best first, instead of every output: a score for each of thousands of words is ranked in
-        TensorFlow's C++ kernels, not in Python on the event loop."""
+        TensorFlow's C++ kernels, not in Python on the event loop. With `max_rows`, a larger batch
+        runs in pieces of that many rows, so its memory stays bounded (a detector's hundreds of tiles)."""
         self.model = model
+        self.max_rows = max_rows
         self.device = device
         self.input_shape = tuple(input_shape)
         self.dtype = dtype
@@ -42,6 +45,12 @@ class CompiledModel:
 
     def __call__(self, batch: np.ndarray) -> Any:
         """Run one batch; returns numpy arrays in the structure the model outputs."""
+        if self.max_rows and len(batch) > self.max_rows:
+            pieces = [self._run(batch[start:start + self.max_rows]) for start in range(0, len(batch), self.max_rows)]
+            return tf.nest.map_structure(lambda *rows: np.concatenate(rows), *pieces)
+        return self._run(batch)
+
+    def _run(self, batch: np.ndarray) -> Any:
         outputs = self._call(tf.constant(batch, dtype=self.dtype))
         if isinstance(outputs, tf.Tensor):
             return outputs.numpy()

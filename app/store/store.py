@@ -86,6 +86,11 @@ def no_batching(_model: str) -> None:
 EMBEDDING_TOP_K = 110
 
 
+# A detector's tiles per model call: an upload of hundreds of tiles (each run in up to four mirror
+# views) runs in pieces, so its activations stay within a few hundred MB.
+DETECT_TILES_PER_CALL = 16
+
+
 def load_version(path: Path, device: str, batching: BatchingPolicy = no_batching,
                  embedding_top_k: int = EMBEDDING_TOP_K) -> LoadedModel:
     """Load and warm one version folder; refuse it if its weights are not what the manifest says.
@@ -100,9 +105,11 @@ def load_version(path: Path, device: str, batching: BatchingPolicy = no_batching
         raise ValueError(f"{weights} does not match the sha256 in its manifest")
     model = keras.saving.load_model(weights, compile=False, safe_mode=True)
     top_k = min(embedding_top_k, len(manifest.labels)) if manifest.task == "embedding" else None
+    max_rows = None
     if manifest.task == "detect":  # mirrored views of each tile, averaged, when the manifest asks for them
         model = with_flip_views(model, (manifest.model_extra or {}).get("detection", {}))
-    compiled = CompiledModel(model, manifest.input_spec.shape, manifest.input_spec.dtype, device, top_k)
+        max_rows = DETECT_TILES_PER_CALL
+    compiled = CompiledModel(model, manifest.input_spec.shape, manifest.input_spec.dtype, device, top_k, max_rows)
     compiled.warm_up()
     policy = batching(manifest.name)
     batcher = DynamicBatcher(compiled, manifest.name, *policy) if policy else None
