@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     BENCHMARK_BASELINES: bool = Field(False, description="Serve /baseline/* no-model endpoints.")
     TF_INTRA_OP_THREADS: int = Field(0, ge=0, description="Threads inside one op; 0 = TensorFlow's choice.")
     TF_INTER_OP_THREADS: int = Field(0, ge=0, description="Ops run in parallel; 0 = TensorFlow's choice.")
+    EVENT_LOOP_CPU: int = Field(
+        0, ge=-1, description="Which of the allowed CPUs the event loop and batch threads share once the models "
+                              "are loaded (TensorFlow's threads keep all); -1: no pinning (several workers).")
 
     # Run registry.
     RUN_STALE_AFTER_S: float = Field(

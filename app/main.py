@@ -21,6 +21,7 @@ from app.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMidd
 from app.runs.db import open_registry
 from app.runs.registry import mark_stale_runs
 from app.runs.shipped import import_shipped_runs
+from app.serving.affinity import pin_python_threads
 from app.serving.device import configure_device, configure_threads
 from app.store.store import ModelStore, settle_heap
 from app.store.watch import watch_store
@@ -61,7 +62,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.store = store
     await anyio.to_thread.run_sync(store.load_all)
     settle_heap()
-    log.info("ready: %s on %s (%d shipped runs imported)", store.names(), device, imported)
+    cpu = pin_python_threads(settings.EVENT_LOOP_CPU)  # after loading: TensorFlow's pools exist, unpinned
+    log.info("ready: %s on %s (%d shipped runs imported)%s", store.names(), device, imported,
+             "" if cpu is None else f"; Python threads on CPU {cpu}")
     app.state.ready = True
     watcher = None
     if settings.RELOAD_INTERVAL_S:

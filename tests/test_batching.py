@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 
@@ -205,3 +206,27 @@ def test_compiled_max_rows_runs_a_large_batch_in_pieces_with_the_same_answers():
     assert np.allclose(pieces(x), whole, atol=1e-6) and seen == [4, 4, 3]
     scores, ids = CompiledModel(model, [4], "float32", "/CPU:0", top_k=2, max_rows=5)(x)  # structured outputs too
     assert ids.shape == (11, 2) and (ids == np.argsort(-whole, axis=1)[:, :2]).all()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs CPU affinity and two CPUs")
+def test_pinned_event_loop_thread_passes_its_cpu_to_the_threads_it_starts():
+    from app.serving.affinity import pin_python_threads
+
+    allowed = sorted(os.sched_getaffinity(0))
+    seen: dict[str, object] = {}
+
+    def event_loop_thread() -> None:
+        seen["off"] = pin_python_threads(-1), os.sched_getaffinity(0)
+        seen["cpu"] = pin_python_threads(1)
+        seen["own"] = os.sched_getaffinity(0)
+        child = threading.Thread(target=lambda: seen.setdefault("child", os.sched_getaffinity(0)))
+        child.start()
+        child.join()
+
+    thread = threading.Thread(target=event_loop_thread)
+    thread.start()
+    thread.join()
+    assert seen["off"] == (None, set(allowed))
+    assert seen["cpu"] == allowed[1] and seen["own"] == {allowed[1]} and seen["child"] == {allowed[1]}
+    assert os.sched_getaffinity(0) == set(allowed)  # the caller's own thread is untouched
