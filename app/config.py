@@ -71,8 +71,8 @@ class Settings(BaseSettings):
         6 * 3600, gt=0, description="A running run with no heartbeat for this long is marked failed (stale)."
     )
     MAX_DETECT_TILES: int = Field(
-        256, description="Tiles one /detect image may be cut into (256 tiles of 256 px ≈ 10 megapixels)."
-    )
+        1024, description="Tile passes one /detect request may run: its images' tiles times the flip views "
+                          "(1,024: 256 tiles of 256 px in four views, a 1550x1550 image enlarged x2; 413 beyond).")
 
     @field_validator("MODEL_DIR", "DATA_DIR")
     @classmethod

@@ -7,14 +7,13 @@ import io
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.detection.boxes import iou_matrix, merge_tiles, nms
 from app.detection.centernet import decode, encode
 from app.detection.tiled import detections_from_outputs, tile_for_model
-from app.detection.views import FLIPS, FlipAveraged, unmirrored_output, with_flip_views
+from app.detection.views import FLIPS, averaged_views, unmirrored_output, view_count, with_mirrors
 from app.main import create_app
 from app.preprocessing.tiling import cut_tiles, tile_cores, tile_grid, tile_starts
 from tests.conftest import make_settings, png_bytes, train_tiny_digits
@@ -115,7 +114,7 @@ def test_a_mirrored_tiles_output_flipped_back_is_the_tiles_own(left_right, top_b
         mirrored_boxes[:, [1, 3]] = side - boxes[:, [3, 1]]
     grid = (side // stride, side // stride)
     seen = encode(mirrored_boxes, grid, stride)[None, ..., :5]
-    back = unmirrored_output(tf.constant(seen), left_right, top_bottom).numpy()[0]
+    back = unmirrored_output(seen, left_right, top_bottom)[0]
     own = encode(boxes, grid, stride)[..., :5]
     np.testing.assert_allclose(back[..., 0], own[..., 0], atol=1e-6)  # the heat
     geometry = encode(boxes, grid, stride)[..., 5] > 0  # cells that carry a box's offset and size
@@ -124,29 +123,36 @@ def test_a_mirrored_tiles_output_flipped_back_is_the_tiles_own(left_right, top_b
     np.testing.assert_allclose(decoded[np.argsort(decoded[:, 0])], boxes, atol=1e-4)
 
 
-def test_flip_averaged_runs_every_view_in_one_batch_and_averages_them_back():
-    import keras
+def test_mirrored_views_run_as_one_batch_and_average_back_to_each_tile():
+    rng = np.random.default_rng(0)
+    tiles = rng.normal(size=(3, 16, 16, 3)).astype(np.float32)
 
-    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(5, 3, strides=8, padding="same")])
-    x = np.random.default_rng(0).normal(size=(3, 16, 16, 3)).astype(np.float32)
-    averaged = FlipAveraged(model, 4)(x).numpy()
+    def model(batch):  # any per-tile function of the pixels, as a detector's (N, 2, 2, 5) output
+        pooled = batch.reshape(len(batch), 2, 8, 2, 8, 3).mean(axis=(2, 4))
+        return np.concatenate([pooled, pooled[..., :2] ** 2], axis=-1)
+
+    batch = with_mirrors(tiles, 4)
+    assert batch.shape == (12, 16, 16, 3)
+    np.testing.assert_array_equal(batch[3:6], tiles[:, :, ::-1])  # block 2: left-right mirrors
+    np.testing.assert_array_equal(batch[9:12], tiles[:, ::-1, ::-1])
+    averaged = averaged_views(model(batch), 4)
     expected = np.zeros_like(averaged)
     for left_right, top_bottom in FLIPS:
-        seen = x[:, :, ::-1] if left_right else x
+        seen = tiles[:, :, ::-1] if left_right else tiles
         seen = seen[:, ::-1] if top_bottom else seen
-        out = model(np.ascontiguousarray(seen)).numpy()
+        out = model(seen)
         out = out[:, :, ::-1] if left_right else out
-        out = out[:, ::-1] if top_bottom else out
-        out = out.copy()
+        out = (out[:, ::-1] if top_bottom else out).copy()
         if left_right:
             out[..., 1] = 1 - out[..., 1]
         if top_bottom:
             out[..., 2] = 1 - out[..., 2]
         expected += out / 4
-    np.testing.assert_allclose(averaged, expected, atol=1e-5)
-    assert with_flip_views(model, {}) is model and with_flip_views(model, {"flip_views": 2}).flips == FLIPS[:2]
+    np.testing.assert_allclose(averaged, expected, atol=1e-6)
+    assert with_mirrors(tiles, 1) is tiles and averaged_views(model(tiles), 1).shape == (3, 2, 2, 5)
+    assert view_count({}) == 1 and view_count({"flip_views": 4}) == 4 and view_count({"flip_views": 4}, 2) == 2
     with pytest.raises(ValueError, match="1, 2 or 4"):
-        FlipAveraged(model, 3)
+        view_count({}, 3)
 
 
 def test_decode_keeps_only_local_peaks():
@@ -252,7 +258,7 @@ def tiny_args(**overrides) -> argparse.Namespace:
 def trained(tmp_path_factory):
     from training.trees.pipeline import train_on
 
-    settings = make_settings(tmp_path_factory.mktemp("trees"), MAX_DETECT_TILES=30)
+    settings = make_settings(tmp_path_factory.mktemp("trees"), MAX_DETECT_TILES=120)
     splits = Splits(train=[rectangles_scene(s) for s in range(4)], in_domain=[rectangles_scene(10)],
                     cross_site=[rectangles_scene(11)])
     version = train_on(splits, None, tiny_args(), settings, dataset="synthetic", data_fingerprint="test")
@@ -303,7 +309,9 @@ def test_detect_answers_boxes_in_image_coordinates(detect_client):
     for d in body["detections"]:
         assert 0 <= d["x1"] < d["x2"] <= 150 and 0 <= d["y1"] < d["y2"] <= 150 and d["label"] == "tree"
     default = detect_client.post("/detect", files={"file": ("p.png", png_bytes(scene.pixels))}).json()
-    assert default["score_threshold"] == 0.2 and default["count"] <= body["count"]
+    assert default["score_threshold"] == 0.2 and default["count"] <= body["count"] and default["flip_views"] == 4
+    one_view = detect_client.post("/detect?flip_views=1&score_threshold=0.05", files={"file": ("p.png", png_bytes(scene.pixels))}).json()
+    assert one_view["flip_views"] == 1 and body["flip_views"] == 4 and one_view["detections"] != body["detections"]
 
 
 def test_detect_draws_png(detect_client):
@@ -325,9 +333,15 @@ def test_detect_bad_inputs(detect_client):
     not_detector = detect_client.post("/detect?model=digits", files={"file": ("x.png", image)})
     assert not_detector.status_code == 404 and "not a detector" in not_detector.json()["detail"]
     assert detect_client.post("/detect?version=7", files={"file": ("x.png", image)}).status_code == 404
-    big = png_bytes(np.zeros((600, 600, 3), np.uint8))  # 169 tiles of 64 px > the limit of 30
+    big = png_bytes(np.zeros((600, 600, 3), np.uint8))  # 169 tiles of 64 px > the limit of 120 passes
     too_big = detect_client.post("/detect", files={"file": ("big.png", big)})
-    assert too_big.status_code == 413 and "tiles" in too_big.json()["detail"]
+    assert too_big.status_code == 413 and "tile passes" in too_big.json()["detail"]
+    medium = png_bytes(np.zeros((250, 250, 3), np.uint8))  # 25 tiles: 100 passes in four views, 25 in one
+    assert detect_client.post("/detect?flip_views=1", files={"file": ("m.png", medium)}).status_code == 200
+    together = detect_client.post("/detect", files=[("file", ("a.png", medium)), ("file", ("b.png", medium))])
+    assert together.status_code == 413 and "images together" in together.json()["detail"]
+    assert detect_client.post("/detect?flip_views=3", files={"file": ("x.png", image)}).status_code == 422
+    assert detect_client.post("/detect?flip_views=8", files={"file": ("x.png", image)}).status_code == 422
 
 
 def test_detect_several_images_in_one_request_answers_each_in_order(detect_client):

@@ -18,6 +18,7 @@ from app.api.schemas import ERROR_RESPONSES, VersionQuery, json_response
 from app.api.uploads import read_uploads
 from app.config import Settings
 from app.detection.tiled import TiledImage, detections_from_outputs, tile_as_manifest
+from app.detection.views import averaged_views, view_count, with_mirrors
 from app.errors import BadInput, TooLarge
 from app.preprocessing.images import decode_image, to_rgb
 from app.preprocessing.tiling import tile_grid
@@ -42,6 +43,7 @@ class DetectionsPublic(BaseModel):
     width: int
     height: int
     score_threshold: float
+    flip_views: int = Field(description="Mirror views of each tile whose outputs were averaged.")
     detections: list[Detection]
     count: int
     filename: str | None = None
@@ -56,14 +58,19 @@ class DetectionsList(BaseModel):
     count: int
 
 
-def _tile(data: bytes, name: str, fields: dict[str, Any], preprocessing: dict[str, Any], settings: Settings
-          ) -> tuple[Image.Image, TiledImage]:
+def check_tile_passes(passes: int, views: int, what: str, limit: int) -> None:
+    if passes > limit:
+        hint = " (fewer flip_views run fewer)" if views > 1 else ""
+        raise TooLarge(f"{what} needs {passes} tile passes; the limit is {limit}{hint}")
+
+
+def _tile(data: bytes, name: str, fields: dict[str, Any], preprocessing: dict[str, Any], views: int,
+          settings: Settings) -> tuple[Image.Image, TiledImage]:
     image = to_rgb(decode_image(data, settings.MAX_IMAGE_PIXELS, name))
     upscale = fields.get("upscale", 1.0)
     tiles = len(tile_grid(round(image.width * upscale), round(image.height * upscale), fields["tile"], fields["overlap"]))
-    if tiles > settings.MAX_DETECT_TILES:
-        raise TooLarge(f"{name}: {image.width}x{image.height} needs {tiles} tiles of {fields['tile']} px; "
-                       f"the limit is {settings.MAX_DETECT_TILES}")
+    check_tile_passes(tiles * views, views, f"{name}: {image.width}x{image.height} ({tiles} tiles of {fields['tile']} px "
+                      f"x {views} flip views)", settings.MAX_DETECT_TILES)
     return image, tile_as_manifest(np.asarray(image), fields, preprocessing)
 
 
@@ -87,6 +94,9 @@ async def detect_objects(
     version: VersionQuery = None,
     score_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, description="Default: the model's.")] = None,
     draw: Annotated[bool, Query(description="Answer with the image and its boxes drawn, as PNG (one file only).")] = False,
+    flip_views: Annotated[int | None, Query(ge=1, le=4, description=(
+        "Mirror views of each tile to average: 1, 2 or 4 (default: the model's). Each view is one more "
+        "pass of the network; fewer views answer faster, more find trees better."))] = None,
 ) -> Response:
     """Detect objects; large images are tiled as in training and boxes merged across tiles."""
     store, settings = serving(request)
@@ -94,12 +104,19 @@ async def detect_objects(
     manifest = loaded.manifest
     fields = (manifest.model_extra or {})["detection"]
     threshold = fields["score_threshold"] if score_threshold is None else score_threshold
+    try:
+        views = view_count(fields, flip_views)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
     contents = await read_uploads(file, settings)
     if draw and len(contents) > 1:
         raise BadInput(f"draw=true answers one image; {len(contents)} were sent")
     tiled = await anyio.to_thread.run_sync(
-        lambda: [_tile(data, name, fields, manifest.preprocessing, settings) for name, data in contents])
-    outputs = np.asarray(await loaded.infer(np.concatenate([tiles.batch for _, tiles in tiled])))
+        lambda: [_tile(data, name, fields, manifest.preprocessing, views, settings) for name, data in contents])
+    check_tile_passes(sum(len(tiles.batch) for _, tiles in tiled) * views, views, f"the {len(tiled)} images together",
+                      settings.MAX_DETECT_TILES)
+    batch = with_mirrors(np.concatenate([tiles.batch for _, tiles in tiled]), views)
+    outputs = averaged_views(np.asarray(await loaded.infer(batch)), views)
     label = manifest.labels[0] if manifest.labels else "object"
     results, start = [], 0
     for upload, (image, tiles) in zip(file, tiled, strict=True):
@@ -112,7 +129,8 @@ async def detect_objects(
             png = await anyio.to_thread.run_sync(draw_boxes, image, detections)
             return Response(content=png, media_type="image/png")
         results.append(DetectionsPublic(model=model, version=loaded.version, width=image.width, height=image.height,
-                                        score_threshold=threshold, detections=detections, count=len(detections),
+                                        score_threshold=threshold, flip_views=views, detections=detections,
+                                        count=len(detections),
                                         filename=upload.filename))
     if len(results) == 1:
         return json_response(results[0])

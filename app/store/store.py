@@ -17,7 +17,6 @@ import anyio
 import keras
 import numpy as np
 
-from app.detection.views import with_flip_views
 from app.errors import BadInput, NotFound
 from app.serving import metrics
 from app.serving.batching import DynamicBatcher, Prepare
@@ -86,7 +85,7 @@ def no_batching(_model: str) -> None:
 EMBEDDING_TOP_K = 110
 
 
-# A detector's tiles per model call: an upload of hundreds of tiles (each run in up to four mirror
+# A detector's tiles per model call: an upload of hundreds of tiles (each in up to four mirror
 # views) runs in pieces, so its activations stay within a few hundred MB.
 DETECT_TILES_PER_CALL = 16
 
@@ -105,10 +104,7 @@ def load_version(path: Path, device: str, batching: BatchingPolicy = no_batching
         raise ValueError(f"{weights} does not match the sha256 in its manifest")
     model = keras.saving.load_model(weights, compile=False, safe_mode=True)
     top_k = min(embedding_top_k, len(manifest.labels)) if manifest.task == "embedding" else None
-    max_rows = None
-    if manifest.task == "detect":  # mirrored views of each tile, averaged, when the manifest asks for them
-        model = with_flip_views(model, (manifest.model_extra or {}).get("detection", {}))
-        max_rows = DETECT_TILES_PER_CALL
+    max_rows = DETECT_TILES_PER_CALL if manifest.task == "detect" else None
     compiled = CompiledModel(model, manifest.input_spec.shape, manifest.input_spec.dtype, device, top_k, max_rows)
     compiled.warm_up()
     policy = batching(manifest.name)

@@ -21,7 +21,7 @@ import tensorflow as tf
 from app.config import Settings
 from app.detection.centernet import encode
 from app.detection.tiled import detections_from_outputs, normalise, tile_as_manifest
-from app.detection.views import with_flip_views
+from app.detection.views import averaged_views, view_count, with_mirrors
 from app.preprocessing.colours import colour_reference
 from training.evaluation import load_stored, store_evaluation
 from training.imagenet import load_weights_file
@@ -173,10 +173,10 @@ def detect_scene(model: keras.Model, scene: Scene, fields: dict[str, Any], min_s
                  ) -> tuple[np.ndarray, np.ndarray]:
     """A whole scene through the detector as `/detect` sees an upload, with the manifest's `fields`."""
     tiled = tile_as_manifest(scene.pixels, fields)
-    model = with_flip_views(model, fields)
-    outputs = np.concatenate([np.asarray(model(tiled.batch[i:i + 16], training=False))
-                              for i in range(0, len(tiled.batch), 16)])
-    return detections_from_outputs(outputs, tiled, STRIDE, min_score)
+    views = view_count(fields)
+    batch = with_mirrors(tiled.batch, views)
+    outputs = np.concatenate([np.asarray(model(batch[i:i + 16], training=False)) for i in range(0, len(batch), 16)])
+    return detections_from_outputs(averaged_views(outputs, views), tiled, STRIDE, min_score)
 
 
 def score_set(model: keras.Model, scenes: list[Scene], fields: dict[str, Any]) -> dict[str, Any]:
