@@ -151,8 +151,9 @@ def test_mirrored_views_run_as_one_batch_and_average_back_to_each_tile():
     np.testing.assert_allclose(averaged, expected, atol=1e-6)
     assert with_mirrors(tiles, 1) is tiles and averaged_views(model(tiles), 1).shape == (3, 2, 2, 5)
     assert view_count({}) == 1 and view_count({"flip_views": 4}) == 4 and view_count({"flip_views": 4}, 2) == 2
-    with pytest.raises(ValueError, match="1, 2 or 4"):
-        view_count({}, 3)
+    for bad in (3, None, "4", 2.0, True):  # a manifest's value is checked as strictly as a request's
+        with pytest.raises(ValueError, match="1, 2 or 4"):
+            view_count({"flip_views": bad})
 
 
 def test_decode_keeps_only_local_peaks():
@@ -310,7 +311,8 @@ def test_detect_answers_boxes_in_image_coordinates(detect_client):
         assert 0 <= d["x1"] < d["x2"] <= 150 and 0 <= d["y1"] < d["y2"] <= 150 and d["label"] == "tree"
     default = detect_client.post("/detect", files={"file": ("p.png", png_bytes(scene.pixels))}).json()
     assert default["score_threshold"] == 0.2 and default["count"] <= body["count"] and default["flip_views"] == 4
-    one_view = detect_client.post("/detect?flip_views=1&score_threshold=0.05", files={"file": ("p.png", png_bytes(scene.pixels))}).json()
+    one_view = detect_client.post("/detect?flip_views=1&score_threshold=0.05",
+                                  files={"file": ("p.png", png_bytes(scene.pixels))}).json()
     assert one_view["flip_views"] == 1 and body["flip_views"] == 4 and one_view["detections"] != body["detections"]
 
 
@@ -339,7 +341,8 @@ def test_detect_bad_inputs(detect_client):
     medium = png_bytes(np.zeros((250, 250, 3), np.uint8))  # 25 tiles: 100 passes in four views, 25 in one
     assert detect_client.post("/detect?flip_views=1", files={"file": ("m.png", medium)}).status_code == 200
     together = detect_client.post("/detect", files=[("file", ("a.png", medium)), ("file", ("b.png", medium))])
-    assert together.status_code == 413 and "images together" in together.json()["detail"]
+    assert together.status_code == 413 and "b.png" in together.json()["detail"]
+    assert "with the images before it" in together.json()["detail"]
     assert detect_client.post("/detect?flip_views=3", files={"file": ("x.png", image)}).status_code == 422
     assert detect_client.post("/detect?flip_views=8", files={"file": ("x.png", image)}).status_code == 422
 
@@ -354,3 +357,19 @@ def test_detect_several_images_in_one_request_answers_each_in_order(detect_clien
     assert [d["score"] for d in alone["detections"]] == pytest.approx(
         [d["score"] for d in body["results"][1]["detections"]], abs=1e-3)
     assert detect_client.post("/detect?draw=true", files=files).status_code == 422
+
+
+def test_a_detector_whose_manifest_asks_for_impossible_views_is_refused(trained, tmp_path):
+    import json
+    import shutil
+
+    from app.store.store import load_version
+
+    settings, version = trained
+    copy = tmp_path / "trees" / str(version)
+    shutil.copytree(settings.MODEL_DIR / "trees" / str(version), copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["detection"]["flip_views"] = 3
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="1, 2 or 4"):
+        load_version(copy, "/CPU:0")

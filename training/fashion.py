@@ -318,8 +318,9 @@ def train_on(
 
 def single_view(model: keras.Model) -> keras.Model:
     """The network inside a `flip_averaged` model (the model itself when it is not one)."""
-    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    return inner[0] if len(inner) == 1 else model
+    if not any(layer.name == "flip_average" for layer in model.layers):
+        return model
+    return next(layer for layer in model.layers if isinstance(layer, keras.Model))
 
 
 def publish_single_view(args: argparse.Namespace, settings: Settings) -> int:
@@ -328,6 +329,9 @@ def publish_single_view(args: argparse.Namespace, settings: Settings) -> int:
     No weights change; the run records where they came from and the test metrics of the one view.
     """
     stored, manifest = load_stored(settings, args.name, args.single_view_of)
+    if manifest.preprocessing.get("kind") != "fashion_item":
+        raise SystemExit(f"{args.name} version {manifest.version} is not a Fashion-MNIST model; "
+                         "--single-view-of tests on the Fashion-MNIST test set")
     model = single_view(stored)
     if model is stored:
         raise SystemExit(f"{args.name} version {manifest.version} is already a single view")

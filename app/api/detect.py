@@ -58,20 +58,27 @@ class DetectionsList(BaseModel):
     count: int
 
 
-def check_tile_passes(passes: int, views: int, what: str, limit: int) -> None:
-    if passes > limit:
-        hint = " (fewer flip_views run fewer)" if views > 1 else ""
-        raise TooLarge(f"{what} needs {passes} tile passes; the limit is {limit}{hint}")
+def tile_images(contents: list[tuple[str, bytes]], fields: dict[str, Any], preprocessing: dict[str, Any],
+                views: int, settings: Settings) -> tuple[list[tuple[Image.Image, TiledImage]], np.ndarray]:
+    """Decode and tile every upload, then the one model batch: all tiles, followed by their mirrors.
 
-
-def _tile(data: bytes, name: str, fields: dict[str, Any], preprocessing: dict[str, Any], views: int,
-          settings: Settings) -> tuple[Image.Image, TiledImage]:
-    image = to_rgb(decode_image(data, settings.MAX_IMAGE_PIXELS, name))
-    upscale = fields.get("upscale", 1.0)
-    tiles = len(tile_grid(round(image.width * upscale), round(image.height * upscale), fields["tile"], fields["overlap"]))
-    check_tile_passes(tiles * views, views, f"{name}: {image.width}x{image.height} ({tiles} tiles of {fields['tile']} px "
-                      f"x {views} flip views)", settings.MAX_DETECT_TILES)
-    return image, tile_as_manifest(np.asarray(image), fields, preprocessing)
+    The request's tile passes (tiles x views, over all its images) are counted as each image is
+    decoded, and a 413 is raised before the float tiles of the one over the limit are made."""
+    tiled, passes, limit = [], 0, settings.MAX_DETECT_TILES
+    for name, data in contents:
+        image = to_rgb(decode_image(data, settings.MAX_IMAGE_PIXELS, name))
+        upscale = fields.get("upscale", 1.0)
+        tiles = len(tile_grid(round(image.width * upscale), round(image.height * upscale), fields["tile"],
+                              fields["overlap"]))
+        passes += tiles * views
+        if passes > limit:
+            what = f"{name}: {image.width}x{image.height} ({tiles} tiles of {fields['tile']} px, {views} view(s) each)"
+            if len(contents) > 1:
+                what += " with the images before it"
+            hint = " (fewer flip_views run fewer)" if views > 1 else ""
+            raise TooLarge(f"{what} needs {passes} tile passes; the limit is {limit}{hint}")
+        tiled.append((image, tile_as_manifest(np.asarray(image), fields, preprocessing)))
+    return tiled, with_mirrors(np.concatenate([tiles.batch for _, tiles in tiled]), views)
 
 
 def draw_boxes(image: Image.Image, detections: list[Detection]) -> bytes:
@@ -111,12 +118,8 @@ async def detect_objects(
     contents = await read_uploads(file, settings)
     if draw and len(contents) > 1:
         raise BadInput(f"draw=true answers one image; {len(contents)} were sent")
-    tiled = await anyio.to_thread.run_sync(
-        lambda: [_tile(data, name, fields, manifest.preprocessing, views, settings) for name, data in contents])
-    check_tile_passes(sum(len(tiles.batch) for _, tiles in tiled) * views, views, f"the {len(tiled)} images together",
-                      settings.MAX_DETECT_TILES)
-    batch = with_mirrors(np.concatenate([tiles.batch for _, tiles in tiled]), views)
-    outputs = averaged_views(np.asarray(await loaded.infer(batch)), views)
+    tiled, batch = await anyio.to_thread.run_sync(tile_images, contents, fields, manifest.preprocessing, views, settings)
+    outputs = await anyio.to_thread.run_sync(averaged_views, await loaded.infer(batch), views)
     label = manifest.labels[0] if manifest.labels else "object"
     results, start = [], 0
     for upload, (image, tiles) in zip(file, tiled, strict=True):

@@ -26,9 +26,9 @@ OFFSET_X, OFFSET_Y = 1, 2  # output channels that a mirror turns into 1 - value
 
 def view_count(fields: Mapping[str, Any], asked: int | None = None) -> int:
     """Views to run: the request's, else the manifest's `detection.flip_views` (default 1)."""
-    views = int(asked if asked is not None else fields.get("flip_views", 1))
-    if views not in VIEW_COUNTS:
-        raise ValueError(f"flip views must be 1, 2 or 4, not {views}")
+    views = asked if asked is not None else fields.get("flip_views", 1)
+    if isinstance(views, bool) or not isinstance(views, int) or views not in VIEW_COUNTS:
+        raise ValueError(f"flip views must be 1, 2 or 4, not {views!r}")
     return views
 
 

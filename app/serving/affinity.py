@@ -26,5 +26,8 @@ def pin_python_threads(index: int) -> int | None:
     if len(allowed) < 2:
         return None
     cpu = allowed[index % len(allowed)]
-    os.sched_setaffinity(threading.get_native_id(), {cpu})
+    try:
+        os.sched_setaffinity(threading.get_native_id(), {cpu})
+    except OSError:  # a sandbox that refuses it: serve unpinned
+        return None
     return cpu
