@@ -329,3 +329,8 @@ def test_evaluate_reports_and_stores_the_metrics(fashion_store, monkeypatch):
     with open_registry(settings.database_url)() as session:
         stored = registry.get_run(session, manifest.run_id).test_metrics["evaluation"]
     assert stored["macro_f1"] == pytest.approx(metrics["macro_f1"])
+
+
+def test_flip_average_without_flips_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="drop --no-flip"):
+        train(folder_args(None, flip=False, flip_average=True), make_settings(tmp_path))

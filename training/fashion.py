@@ -301,9 +301,10 @@ def train_on(
             model.load_weights(best_weights)
         model = float32_copy(model, build)
         single_view = model.predict(x_test, batch_size=512, verbose=0)
-        if args.flip and args.flip_average:  # trained on mirror images: the average over both views
+        probabilities = single_view
+        if args.flip_average:  # trained on mirror images: the average over both views
             model = flip_averaged(model, input_shape)
-        probabilities = model.predict(x_test, batch_size=512, verbose=0)
+            probabilities = model.predict(x_test, batch_size=512, verbose=0)
         metrics = classification_report(y_test, probabilities, labels)
         metrics["test_accuracy_single_view"] = float((single_view.argmax(axis=1) == y_test).mean())
         metrics["fit_seconds_this_session"] = round(fit_seconds, 1)
@@ -349,6 +350,8 @@ def publish_single_view(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def train(args: argparse.Namespace, settings: Settings) -> int:
+    if args.flip_average and not args.flip:
+        raise SystemExit("--flip-average needs training on mirror images too: drop --no-flip")
     if args.single_view_of is not None:
         return publish_single_view(args, settings)
     if args.data_dir is None:
