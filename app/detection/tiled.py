@@ -17,6 +17,10 @@ from app.detection.centernet import decode
 from app.preprocessing.colours import match_colours
 from app.preprocessing.tiling import cut_tiles, tile_cores
 
+# A detector's tiles per model call, in /detect and in evaluation: an upload of hundreds of tiles
+# (each in up to four mirror views) runs in pieces, so its activations stay within a few hundred MB.
+TILES_PER_CALL = 16
+
 
 @dataclass(frozen=True)
 class TiledImage:

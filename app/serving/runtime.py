@@ -8,11 +8,21 @@ time of a call on a small model, measured here).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+
+def run_in_pieces(run: Callable[[np.ndarray], Any], batch: np.ndarray, max_rows: int | None) -> Any:
+    """`run(batch)`, or `run` on pieces of at most `max_rows` rows with the outputs joined back in
+    order (arrays, or a list/tuple/dict of them), so a large batch's memory stays bounded."""
+    if not max_rows or len(batch) <= max_rows:
+        return run(batch)
+    pieces = [run(batch[start:start + max_rows]) for start in range(0, len(batch), max_rows)]
+    return tf.nest.map_structure(lambda *rows: np.concatenate(rows), *pieces)
 
 
 class CompiledModel:
@@ -45,10 +55,7 @@ class CompiledModel:
 
     def __call__(self, batch: np.ndarray) -> Any:
         """Run one batch; returns numpy arrays in the structure the model outputs."""
-        if self.max_rows and len(batch) > self.max_rows:
-            pieces = [self._run(batch[start:start + self.max_rows]) for start in range(0, len(batch), self.max_rows)]
-            return tf.nest.map_structure(lambda *rows: np.concatenate(rows), *pieces)
-        return self._run(batch)
+        return run_in_pieces(self._run, batch, self.max_rows)
 
     def _run(self, batch: np.ndarray) -> Any:
         outputs = self._call(tf.constant(batch, dtype=self.dtype))

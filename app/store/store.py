@@ -17,6 +17,7 @@ import anyio
 import keras
 import numpy as np
 
+from app.detection.tiled import TILES_PER_CALL
 from app.detection.views import view_count
 from app.errors import BadInput, NotFound
 from app.serving import metrics
@@ -86,11 +87,6 @@ def no_batching(_model: str) -> None:
 EMBEDDING_TOP_K = 110
 
 
-# A detector's tiles per model call: an upload of hundreds of tiles (each in up to four mirror
-# views) runs in pieces, so its activations stay within a few hundred MB.
-DETECT_TILES_PER_CALL = 16
-
-
 def load_version(path: Path, device: str, batching: BatchingPolicy = no_batching,
                  embedding_top_k: int = EMBEDDING_TOP_K) -> LoadedModel:
     """Load and warm one version folder; refuse it if its weights are not what the manifest says.
@@ -108,7 +104,7 @@ def load_version(path: Path, device: str, batching: BatchingPolicy = no_batching
     max_rows = None
     if manifest.task == "detect":
         view_count((manifest.model_extra or {}).get("detection", {}))  # a bad flip_views refuses the version
-        max_rows = DETECT_TILES_PER_CALL
+        max_rows = TILES_PER_CALL
     compiled = CompiledModel(model, manifest.input_spec.shape, manifest.input_spec.dtype, device, top_k, max_rows)
     compiled.warm_up()
     policy = batching(manifest.name)

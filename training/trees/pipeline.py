@@ -20,9 +20,10 @@ import tensorflow as tf
 
 from app.config import Settings
 from app.detection.centernet import encode
-from app.detection.tiled import detections_from_outputs, normalise, tile_as_manifest
+from app.detection.tiled import TILES_PER_CALL, detections_from_outputs, normalise, tile_as_manifest
 from app.detection.views import averaged_views, view_count, with_mirrors
 from app.preprocessing.colours import colour_reference
+from app.serving.runtime import run_in_pieces
 from training.evaluation import load_stored, store_evaluation
 from training.imagenet import load_weights_file
 from training.recording import TrainingRun
@@ -175,7 +176,7 @@ def detect_scene(model: keras.Model, scene: Scene, fields: dict[str, Any], min_s
     tiled = tile_as_manifest(scene.pixels, fields)
     views = view_count(fields)
     batch = with_mirrors(tiled.batch, views)
-    outputs = np.concatenate([np.asarray(model(batch[i:i + 16], training=False)) for i in range(0, len(batch), 16)])
+    outputs = run_in_pieces(lambda piece: np.asarray(model(piece, training=False)), batch, TILES_PER_CALL)
     return detections_from_outputs(averaged_views(outputs, views), tiled, STRIDE, min_score)
 
 
