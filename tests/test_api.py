@@ -110,3 +110,27 @@ def test_a_photo_like_upload_in_jpeg(client):
     image.paste((20, 20, 30), (100, 40, 130, 160))
     response = client.post("/classify", files={"file": ("p.jpg", png_bytes(image, "JPEG"), "image/jpeg")})
     assert response.status_code == 200
+
+
+def test_query_parameters_are_validated_by_one_model_and_documented(client):
+    upload = {"file": ("x.png", template_image(4), "image/png")}
+    body = client.post("/classify?k=0&version=x", files=upload).json()  # every bad parameter is named
+    assert {tuple(e["loc"]) for e in body["errors"]} == {("query", "k"), ("query", "version")}
+    assert "query.k: Input should be greater than or equal to 1" in body["detail"]
+    assert len(client.post("/classify?k=1&k=3&unknown=1", files=upload).json()["top"]) == 3  # the last value wins
+    parameters = client.get("/openapi.json").json()["paths"]["/classify"]["post"]["parameters"]
+    by_name = {p["name"]: p for p in parameters}
+    assert set(by_name) == {"model", "version", "k"}
+    assert by_name["model"]["schema"]["default"] == "digits" and not by_name["model"]["required"]
+    assert by_name["k"]["description"] == "How many top classes to return."
+
+
+def test_a_list_field_takes_every_value_of_a_repeated_parameter():
+    from starlette.requests import Request
+
+    from app.api.query import read_query
+    from app.api.words import AnalogyQuery
+
+    request = Request({"type": "http", "query_string": b"positive=king&positive=woman&negative=man&k=2&k=4"})
+    query = read_query(request, AnalogyQuery)
+    assert (query.positive, query.negative, query.k, query.model) == (["king", "woman"], ["man"], 4, "words")

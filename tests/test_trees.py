@@ -156,6 +156,29 @@ def test_mirrored_views_run_as_one_batch_and_average_back_to_each_tile():
             view_count({"flip_views": bad})
 
 
+def test_giou_and_the_box_term_of_the_loss_on_exact_boxes():
+    from training.trees.model import box_corners, centernet_loss, giou
+
+    same = np.array([[0.0, 0.0, 2.0, 2.0]], np.float32)
+    apart = np.array([[3.0, 0.0, 5.0, 2.0]], np.float32)  # enclosing box 5x2 = 10, union 8
+    inside = np.array([[0.0, 0.0, 1.0, 2.0]], np.float32)  # IoU 1/2, enclosing box = the union
+    assert np.allclose(np.asarray(giou(same, same)), [1.0])
+    assert np.allclose(np.asarray(giou(same, apart)), [-0.2])
+    assert np.allclose(np.asarray(giou(same, inside)), [0.5])
+    # offset (0.5, 0.5), log size (log 2, log 1) → a 2x1 box centred at (0.5, 0.5)
+    corners = np.asarray(box_corners(np.array([[0.5, 0.5, np.log(2.0), 0.0]], np.float32)))
+    assert np.allclose(corners, [[-0.5, 0.0, 1.5, 1.0]])
+
+    target = np.zeros((1, 4, 4, 6), np.float32)
+    target[0, 1, 1] = (1.0, 0.5, 0.5, np.log(2.0), np.log(2.0), 1.0)  # one centre cell, a 2x2 box
+    output = np.zeros((1, 4, 4, 5), np.float32)
+    output[0, 1, 1] = (0.5, 0.5, 0.5, np.log(2.0), np.log(1.0))  # right centre, half the height
+    l1_only, with_giou = centernet_loss(0.0)(target, output), centernet_loss(2.0)(target, output)
+    assert np.isclose(float(with_giou) - float(l1_only), 2.0 * (1.0 - 0.5), atol=1e-5)
+    output[0, 1, 1, 4] = np.log(2.0)  # the exact box: the GIoU term vanishes
+    assert np.isclose(float(centernet_loss(2.0)(target, output)), float(centernet_loss(0.0)(target, output)))
+
+
 def test_decode_keeps_only_local_peaks():
     output = np.zeros((4, 4, 5))
     output[1, 1, 0], output[1, 2, 0], output[3, 3, 0] = 0.9, 0.8, 0.6

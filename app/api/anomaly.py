@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from app.api.deps import serving
+from app.api.query import ModelQuery, documented, read_query
 from app.api.records import RECORDS_REQUEST_BODY, read_records
-from app.api.schemas import ERROR_RESPONSES, VersionQuery, json_response
+from app.api.schemas import ERROR_RESPONSES, json_response
 from app.preprocessing.records import denormalise_records, normalise_records, reconstruction_errors
 from app.store.manifest import Manifest
 
@@ -66,18 +67,20 @@ def score_results(
     ]
 
 
-@router.post("", response_model=AnomalyScores, openapi_extra=RECORDS_REQUEST_BODY)
-async def score_records(
-    request: Request,
-    model: Annotated[str, Query(max_length=64, description="An anomaly model in /models.")] = "ecg",
-    version: VersionQuery = None,
-    threshold: Annotated[float | None, Query(gt=0, allow_inf_nan=False,
-                                             description="Override the model's threshold for this call.")] = None,
-    reconstruction: Annotated[bool, Query(description="Also return each record's reconstruction.")] = False,
-) -> Response:
+class AnomalyQuery(ModelQuery):
+    model: str = Field("ecg", max_length=64, description="An anomaly model in /models.")
+    threshold: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                    description="Override the model's threshold for this call.")
+    reconstruction: bool = Field(False, description="Also return each record's reconstruction.")
+
+
+@router.post("", response_model=AnomalyScores, openapi_extra=documented(AnomalyQuery, **RECORDS_REQUEST_BODY))
+async def score_records(request: Request) -> Response:
     """Score records (JSON `records`/`record`, or CSV one per line); error over the threshold = anomaly."""
     store, settings = serving(request)
-    loaded = store.get(model, version, task="anomaly")
+    query = read_query(request, AnomalyQuery)
+    model, threshold, reconstruction = query.model, query.threshold, query.reconstruction
+    loaded = store.get(model, query.version, task="anomaly")
     manifest = loaded.manifest
     records = await read_records(request, settings, manifest.input_spec.shape[0])
     inputs = normalise_records(records, manifest.preprocessing)

@@ -10,39 +10,40 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, File, Query, Request, UploadFile
+from fastapi import APIRouter, Body, File, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
+from app.api.anomaly import AnomalyQuery
+from app.api.classify import ClassifyQuery
 from app.api.deps import serving
+from app.api.query import documented, read_query
 from app.api.schemas import ERROR_RESPONSES, ClassProbability, Prediction, json_response
 from app.api.uploads import decode_all, read_uploads, sized_work
+from app.api.words import SimilarQuery
 
 router = APIRouter(prefix="/baseline", tags=["benchmark"], responses=ERROR_RESPONSES)
 CONSTANT = Prediction(model="baseline", version=0, label="0", top=[ClassProbability(label="0", probability=1.0)])
 
 
-@router.post("/upload", response_model=Prediction)
-async def baseline_upload(
-    request: Request,
-    file: Annotated[list[UploadFile], File()],
-    model: Annotated[str, Query(max_length=64)] = "digits",
-) -> Response:
-    """Read and decode the uploaded images like /classify, then answer a constant."""
+@router.post("/upload", response_model=Prediction, openapi_extra=documented(ClassifyQuery))
+async def baseline_upload(request: Request, file: Annotated[list[UploadFile], File()]) -> Response:
+    """Read the query and the uploaded images like /classify, decode them, then answer a constant."""
     _, settings = serving(request)
+    read_query(request, ClassifyQuery)
     contents = await read_uploads(file, settings)
     await sized_work(sum(len(data) for _, data in contents), decode_all, contents, settings.MAX_IMAGE_PIXELS)
     return json_response(CONSTANT)
 
 
-@router.post("/json", response_model=dict[str, Any])
-async def baseline_json(body: Annotated[dict[str, Any], Body()]) -> Response:
-    """Parse a JSON body and answer a constant."""
+@router.post("/json", response_model=dict[str, Any], openapi_extra=documented(AnomalyQuery))
+async def baseline_json(request: Request, body: Annotated[dict[str, Any], Body()]) -> Response:
+    """Read the query like /anomaly, parse a JSON body and answer a constant."""
+    read_query(request, AnomalyQuery)
     return JSONResponse({"model": "baseline", "count": len(body)})
 
 
-@router.get("/get", response_model=dict[str, Any])
-async def baseline_get(
-    word: Annotated[str, Query(min_length=1, max_length=64)], k: Annotated[int, Query(ge=1, le=100)] = 10
-) -> Response:
-    """Validate a query string and answer a constant."""
-    return JSONResponse({"word": word, "k": k, "neighbours": []})
+@router.get("/get", response_model=dict[str, Any], openapi_extra=documented(SimilarQuery))
+async def baseline_get(request: Request) -> Response:
+    """Validate the query like /similar-words and answer a constant."""
+    query = read_query(request, SimilarQuery)
+    return JSONResponse({"word": query.word, "k": query.k, "neighbours": []})

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import Response
+from pydantic import Field
 
 from app.api.deps import serving
-from app.api.schemas import ERROR_RESPONSES, ClassProbability, Prediction, PredictionList, VersionQuery, json_response
+from app.api.query import ModelQuery, documented, read_query
+from app.api.schemas import ERROR_RESPONSES, ClassProbability, Prediction, PredictionList, json_response
 from app.api.uploads import read_uploads, upload_preparer
 from app.errors import BadInput
 
@@ -25,17 +27,21 @@ def rank_classes(probabilities: np.ndarray, labels: list[str], k: int) -> list[C
     return [ClassProbability(label=labels[i], probability=float(probabilities[i])) for i in order]
 
 
-@router.post("", response_model=Prediction | PredictionList)
+class ClassifyQuery(ModelQuery):
+    model: str = Field("digits", max_length=64, description="A classifier in /models.")
+    k: int | None = Field(None, ge=1, description="How many top classes to return.")
+
+
+@router.post("", response_model=Prediction | PredictionList, openapi_extra=documented(ClassifyQuery))
 async def classify_images(
     request: Request,
     file: Annotated[list[UploadFile], File(description="One or more images (PNG, JPEG, BMP, GIF, WebP).")],
-    model: Annotated[str, Query(max_length=64, description="A classifier in /models.")] = "digits",
-    version: VersionQuery = None,
-    k: Annotated[int | None, Query(ge=1, description="How many top classes to return.")] = None,
 ) -> Response:
     """Classify images; one file gets one prediction, several get a list in the same order."""
     store, settings = serving(request)
-    loaded = store.get(model, version, task="classify")
+    query = read_query(request, ClassifyQuery)
+    model, k = query.model, query.k
+    loaded = store.get(model, query.version, task="classify")
     manifest = loaded.manifest
     if k is not None and k > settings.MAX_K:
         raise BadInput(f"k={k} is over the limit of {settings.MAX_K}")

@@ -8,13 +8,14 @@ from typing import Annotated, Any
 
 import anyio
 import numpy as np
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import Response
 from PIL import Image, ImageDraw
 from pydantic import BaseModel, Field
 
 from app.api.deps import serving
-from app.api.schemas import ERROR_RESPONSES, VersionQuery, json_response
+from app.api.query import ModelQuery, documented, read_query
+from app.api.schemas import ERROR_RESPONSES, json_response
 from app.api.uploads import read_uploads
 from app.config import Settings
 from app.detection.tiled import TiledImage, detections_from_outputs, tile_as_manifest
@@ -92,27 +93,31 @@ def draw_boxes(image: Image.Image, detections: list[Detection]) -> bytes:
     return buffer.getvalue()
 
 
-@router.post("", response_model=DetectionsPublic | DetectionsList,
+class DetectQuery(ModelQuery):
+    model: str = Field("trees", max_length=64, description="A detector in /models.")
+    score_threshold: float | None = Field(None, ge=0.0, le=1.0, description="Default: the model's.")
+    draw: bool = Field(False, description="Answer with the image and its boxes drawn, as PNG (one file only).")
+    flip_views: int | None = Field(None, ge=1, le=4, description=(
+        "Mirror views of each tile to average: 1, 2 or 4 (default: the model's). Each view is one more "
+        "pass of the network; fewer views answer faster, more find trees better."))
+
+
+@router.post("", response_model=DetectionsPublic | DetectionsList, openapi_extra=documented(DetectQuery),
              responses={200: {"content": {"image/png": {}}, "description": "JSON boxes, or the PNG with `draw=true`"}})
 async def detect_objects(
     request: Request,
     file: Annotated[list[UploadFile], File(description="One or more images (PNG, JPEG, BMP, GIF, WebP), any size within the limits.")],
-    model: Annotated[str, Query(max_length=64, description="A detector in /models.")] = "trees",
-    version: VersionQuery = None,
-    score_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, description="Default: the model's.")] = None,
-    draw: Annotated[bool, Query(description="Answer with the image and its boxes drawn, as PNG (one file only).")] = False,
-    flip_views: Annotated[int | None, Query(ge=1, le=4, description=(
-        "Mirror views of each tile to average: 1, 2 or 4 (default: the model's). Each view is one more "
-        "pass of the network; fewer views answer faster, more find trees better."))] = None,
 ) -> Response:
     """Detect objects; large images are tiled as in training and boxes merged across tiles."""
     store, settings = serving(request)
-    loaded = store.get(model, version, task="detect")
+    query = read_query(request, DetectQuery)
+    model, draw = query.model, query.draw
+    loaded = store.get(model, query.version, task="detect")
     manifest = loaded.manifest
     fields = (manifest.model_extra or {})["detection"]
-    threshold = fields["score_threshold"] if score_threshold is None else score_threshold
+    threshold = fields["score_threshold"] if query.score_threshold is None else query.score_threshold
     try:
-        views = view_count(fields, flip_views)
+        views = view_count(fields, query.flip_views)
     except ValueError as error:
         raise BadInput(str(error)) from None
     contents = await read_uploads(file, settings)

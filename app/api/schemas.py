@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -16,10 +15,6 @@ def json_response(body: BaseModel, exclude_none: bool = False) -> Response:
     `response_model` would dump, validate and encode each answer again on the event loop (tens of
     microseconds for ten class scores). The route's `response_model` still documents the shape."""
     return Response(body.model_dump_json(exclude_none=exclude_none), media_type="application/json")
-
-
-# The `version` query parameter of every model endpoint.
-VersionQuery = Annotated[int | None, Query(ge=1, description="A specific version; default the served one.")]
 
 
 class ErrorPublic(BaseModel):

@@ -8,16 +8,16 @@ matrix product through `loaded.infer`. A word's query vector is its column of th
 from __future__ import annotations
 
 import difflib
-from typing import Annotated
 
 import keras
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.api.deps import serving
-from app.api.schemas import ERROR_RESPONSES, VersionQuery, json_response
+from app.api.query import ModelQuery, documented, read_query
+from app.api.schemas import ERROR_RESPONSES, json_response
 from app.config import Settings
 from app.errors import BadInput, NotFound
 from app.preprocessing.words import tokenize
@@ -140,53 +140,55 @@ async def similar_words_answer(loaded: LoadedModel, model: str, word: str, word_
     return body
 
 
-ModelQuery = Annotated[str, Query(max_length=64, description="A word-embedding model in /models.")]
-KQuery = Annotated[int, Query(ge=1, description="How many words to return (at most MAX_K).")]
+class WordsQuery(ModelQuery):
+    model: str = Field("words", max_length=64, description="A word-embedding model in /models.")
 
 
-@router.get("/similar-words", response_model=SimilarWords)
-async def read_similar_words(
-    request: Request,
-    word: Annotated[str, Query(min_length=1, max_length=MAX_WORD_CHARS, description="One word.")],
-    k: KQuery = 10,
-    model: ModelQuery = "words",
-    version: VersionQuery = None,
-) -> Response:
+class SimilarQuery(WordsQuery):
+    word: str = Field(min_length=1, max_length=MAX_WORD_CHARS, description="One word.")
+    k: int = Field(10, ge=1, description="How many words to return (at most MAX_K).")
+
+
+class AnalogyQuery(WordsQuery):
+    positive: list[str] = Field(min_length=1, description="Words to add (repeat the parameter).")
+    negative: list[str] = Field([], description="Words to subtract (repeat the parameter).")
+    k: int = Field(5, ge=1, description="How many words to return (at most MAX_K).")
+
+
+@router.get("/similar-words", response_model=SimilarWords, openapi_extra=documented(SimilarQuery))
+async def read_similar_words(request: Request) -> Response:
     """The k words nearest to a word by cosine similarity, best first."""
     store, settings = serving(request)
-    loaded = words_model(store, model, version)
-    query = read_word(word, "word")
+    query = read_query(request, SimilarQuery)
+    model, k = query.model, query.k
+    loaded = words_model(store, model, query.version)
+    word = read_word(query.word, "word")
     top_k = check_k(k, loaded.manifest.labels, 1, settings)
-    ids = word_ids(loaded, [query])
-    body = await similar_words_answer(loaded, model, query, ids[0], top_k)
+    ids = word_ids(loaded, [word])
+    body = await similar_words_answer(loaded, model, word, ids[0], top_k)
     return Response(body, media_type="application/json")
 
 
-@router.get("/analogy", response_model=AnalogyAnswer)
-async def read_analogy(
-    request: Request,
-    positive: Annotated[list[str], Query(min_length=1, description="Words to add (repeat the parameter).")],
-    negative: Annotated[list[str], Query(description="Words to subtract (repeat the parameter).")] = [],  # noqa: B006
-    k: KQuery = 5,
-    model: ModelQuery = "words",
-    version: VersionQuery = None,
-) -> Response:
+@router.get("/analogy", response_model=AnalogyAnswer, openapi_extra=documented(AnalogyQuery))
+async def read_analogy(request: Request) -> Response:
     """The words nearest to the sum of the positive words minus the negative ones (king - man + woman)."""
     store, settings = serving(request)
+    query = read_query(request, AnalogyQuery)
+    model, positive, negative = query.model, query.positive, query.negative
     terms = len(positive) + len(negative)
     if terms > settings.MAX_ANALOGY_TERMS:
         raise BadInput(f"{terms} words given; an analogy takes at most {settings.MAX_ANALOGY_TERMS}")
-    loaded = words_model(store, model, version)
+    loaded = words_model(store, model, query.version)
     vocabulary = loaded.manifest.labels
     plus = [read_word(w, "positive") for w in positive]
     minus = [read_word(w, "negative") for w in negative]
-    top_k = check_k(k, vocabulary, len(set(plus + minus)), settings)
+    top_k = check_k(query.k, vocabulary, len(set(plus + minus)), settings)
     plus_ids, minus_ids = word_ids(loaded, plus), word_ids(loaded, minus)
     vectors = word_vectors(loaded, plus_ids + minus_ids)
-    query = vectors[: len(plus_ids)].sum(axis=0) - vectors[len(plus_ids) :].sum(axis=0)
-    norm = float(np.linalg.norm(query))
+    direction = vectors[: len(plus_ids)].sum(axis=0) - vectors[len(plus_ids) :].sum(axis=0)
+    norm = float(np.linalg.norm(direction))
     if norm < 1e-6:
         raise BadInput("the positive and negative words cancel out: there is nothing left to look up")
-    answers = top_words(await ranked(loaded, query / norm), vocabulary, plus_ids + minus_ids, top_k)
+    answers = top_words(await ranked(loaded, direction / norm), vocabulary, plus_ids + minus_ids, top_k)
     return json_response(AnalogyAnswer(model=model, version=loaded.version, positive=plus, negative=minus,
                                        answers=answers))

@@ -37,7 +37,7 @@ from training.trees.model import (
     build_detector,
     build_head,
     build_top,
-    focal_l1_loss,
+    centernet_loss,
     load_backbone,
 )
 
@@ -59,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage2-epochs", type=int, default=20)
     parser.add_argument("--steps-per-epoch", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--giou-weight", type=float, default=0.0,
+                        help="Weight of a 1 - GIoU term on the boxes the centre cells predict (0: L1 only).")
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="Stage 1 (head).")
     parser.add_argument("--finetune-learning-rate", type=float, default=3e-4, help="Stage 2 (top blocks + head).")
     parser.add_argument("--score-threshold", type=float, default=0.3, help="Shipped default for /detect.")
@@ -117,7 +119,7 @@ def train_stage(run: TrainingRun, stage: str, model: keras.Model, data: tf.data.
         print(f"stage {stage}: restored from {done}")
         return
     model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
-        learning_rate, epochs * args.steps_per_epoch, alpha=0.05)), loss=focal_l1_loss)
+        learning_rate, epochs * args.steps_per_epoch, alpha=0.05)), loss=centernet_loss(args.giou_weight))
     model.fit(data, initial_epoch=first, epochs=first + epochs, steps_per_epoch=args.steps_per_epoch,
               callbacks=run.callbacks(stage), verbose=2 if args.quiet else 1)
     model.save_weights(done)

@@ -1,0 +1,71 @@
+"""A model endpoint's query string, read by one pydantic model in one call and documented as usual.
+
+FastAPI handles each declared query parameter on its own, per request, with several annotation
+checks each: measured here with the ASGI app called directly, four declared parameters cost
+25–45 µs of event-loop CPU per request, and validating the same four with one pydantic model about
+3 µs. The model endpoints answer thousands of requests a second on one event loop, so they read
+their query with `read_query` and publish it in the OpenAPI page with `documented`. A bad value
+still answers 422 naming the parameter (`query.k: ...`), through the same handler as FastAPI's.
+"""
+
+from __future__ import annotations
+
+import functools
+import typing
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Query = TypeVar("Query", bound=BaseModel)
+
+
+class QueryModel(BaseModel):
+    """Base of every endpoint's query: frozen, and unknown parameters are ignored (as FastAPI does)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ModelQuery(QueryModel):
+    """The parameters every model endpoint takes: which model and which of its versions."""
+
+    model: str = Field(max_length=64, description="A model in /models.")
+    version: int | None = Field(None, ge=1, description="A specific version; default the served one.")
+
+
+@functools.cache
+def repeated_fields(shape: type[BaseModel]) -> frozenset[str]:
+    """The fields of `shape` that take every value of a repeated parameter (`?positive=a&positive=b`)."""
+    return frozenset(name for name, field in shape.model_fields.items() if typing.get_origin(field.annotation) is list)
+
+
+def read_query(request: Request, shape: type[Query]) -> Query:
+    """The request's query string as `shape`, or a 422 naming each bad parameter.
+
+    A parameter given twice takes its last value, as FastAPI does, unless its field is a list."""
+    params = request.query_params
+    values: dict[str, Any] = dict(params)
+    for name in repeated_fields(shape):
+        if name in values:
+            values[name] = params.getlist(name)
+    try:
+        return shape.model_validate(values)
+    except ValidationError as error:
+        problems = [{**problem, "loc": ("query", *problem["loc"])} for problem in error.errors(include_url=False)]
+        raise RequestValidationError(problems) from None
+
+
+def documented(shape: type[BaseModel], **extra: Any) -> dict[str, Any]:
+    """`openapi_extra` for a route: `shape`'s fields as its query parameters (merged with `extra`)."""
+    schema = shape.model_json_schema()
+    required = set(schema.get("required", ()))
+    parameters = []
+    for name, field in schema["properties"].items():
+        field = dict(field)
+        description = field.pop("description", None)
+        parameter = {"name": name, "in": "query", "required": name in required, "schema": field}
+        if description:
+            parameter["description"] = description
+        parameters.append(parameter)
+    return {**extra, "parameters": parameters}
