@@ -114,7 +114,7 @@ def scenarios(models: dict[str, dict]) -> list[Scenario]:
                               png_baseline, 0.6))
     if "ecg" in models:
         found.append(Scenario("ecg", "ecg", Request("POST", "/anomaly", beat, "application/json"),
-                              Request("POST", "/baseline/json", beat, "application/json"), 0.6))
+                              Request("POST", "/baseline/records", beat, "application/json"), 0.6))
     if "words" in models:
         word = next((w for w in ("state", "government", "the") if w in models["words"]["labels"]), "the")
         found.append(Scenario("words", "words", Request("GET", f"/similar-words?word={word}&k=10"),

@@ -345,3 +345,15 @@ def test_csv_reader_is_the_same_for_upload_and_body():
 
     rows = parse_csv_records(io.BytesIO(b"1,2\n\n3,4\n").getvalue(), 2, 10)
     assert rows.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_the_benchmark_baseline_reads_records_exactly_like_anomaly(ecg_settings):
+    """Its throughput is what /anomaly is measured against, so it must do the same reading work."""
+    settings = ecg_settings.model_copy(update={"BENCHMARK_BASELINES": True})
+    with TestClient(create_app(settings)) as client:
+        body = {"records": [GOOD, GOOD, GOOD]}
+        assert client.post("/baseline/records", json=body).json() == {"model": "baseline", "count": 3}
+        for query, payload in (("?threshold=0", body), ("", {"record": GOOD[:-1]}), ("", {"record": [*GOOD[:-1], "x"]})):
+            model, baseline = client.post(f"/anomaly{query}", json=payload), client.post(f"/baseline/records{query}", json=payload)
+            assert model.status_code == baseline.status_code == 422
+            assert model.json()["detail"] == baseline.json()["detail"]

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, File, Request, UploadFile
+from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from app.api.anomaly import AnomalyQuery
 from app.api.classify import ClassifyQuery
 from app.api.deps import serving
 from app.api.query import documented, read_query
+from app.api.records import RECORDS_REQUEST_BODY, read_records
 from app.api.schemas import ERROR_RESPONSES, ClassProbability, Prediction, json_response
 from app.api.uploads import decode_all, read_uploads, sized_work
 from app.api.words import SimilarQuery
@@ -35,11 +36,14 @@ async def baseline_upload(request: Request, file: Annotated[list[UploadFile], Fi
     return json_response(CONSTANT)
 
 
-@router.post("/json", response_model=dict[str, Any], openapi_extra=documented(AnomalyQuery))
-async def baseline_json(request: Request, body: Annotated[dict[str, Any], Body()]) -> Response:
-    """Read the query like /anomaly, parse a JSON body and answer a constant."""
-    read_query(request, AnomalyQuery)
-    return JSONResponse({"model": "baseline", "count": len(body)})
+@router.post("/records", response_model=dict[str, Any], openapi_extra=documented(AnomalyQuery, **RECORDS_REQUEST_BODY))
+async def baseline_records(request: Request) -> Response:
+    """Read the query and the records (JSON or CSV) like /anomaly, all validated, then answer a constant."""
+    store, settings = serving(request)
+    query = read_query(request, AnomalyQuery)
+    length = store.get(query.model, query.version, task="anomaly").manifest.input_spec.shape[0]
+    records = await read_records(request, settings, length)
+    return JSONResponse({"model": "baseline", "count": len(records)})
 
 
 @router.get("/get", response_model=dict[str, Any], openapi_extra=documented(SimilarQuery))
