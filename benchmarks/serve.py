@@ -354,7 +354,7 @@ def report(rows, heavy_rows, memory, args) -> str:
         f"--rounds {args.rounds} --connections {args.connections}`. One uvicorn worker, default settings (batching "
         "on, `MAX_BATCH_SIZE=32`, `MAX_DELAY_MS=2`, `MAX_BATCHES_IN_FLIGHT=4`, `EVENT_LOOP_CPU=0`), wrk with one thread on the same machine. Each model endpoint is "
         "measured in turn with its baseline, a no-model endpoint doing the same HTTP work (the same upload read and "
-        "decoded, the same JSON parsed, the same query validated) and returning a constant: "
+        "decoded, the same records read and validated, the same query validated) and returning a constant: "
         f"{args.rounds} rounds of baseline then model. The table shows each side's median round and the median of "
         "the rounds' ratios; the last column lists every round's ratio.",
         "",
