@@ -396,3 +396,27 @@ def test_a_detector_whose_manifest_asks_for_impossible_views_is_refused(trained,
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="1, 2 or 4"):
         load_version(copy, "/CPU:0")
+
+
+def test_a_resumed_run_must_repeat_its_flags():
+    from training.trees.pipeline import refuse_changed_flags
+
+    class Run:
+        run_id = "r1"
+
+        def recorded_params(self):
+            return {"giou_weight": 0.0, "train_scales": [2.0], "seed": 3}
+
+    refuse_changed_flags(Run(), {"giou_weight": 0.0, "train_scales": [2.0], "seed": 3, "newer_flag": 1})
+    with pytest.raises(ValueError, match=r"train_scales \[2.0\] -> \[1.6, 2.0\]"):
+        refuse_changed_flags(Run(), {"giou_weight": 0.0, "train_scales": [1.6, 2.0], "seed": 3})
+
+
+def test_training_tiles_at_several_scales_hold_every_scales_boxes():
+    scene = rectangles_scene(0)
+    one = training_tiles([enlarge_scene(scene, 1.0)], TILE, 32, flips=False)
+    two = training_tiles([enlarge_scene(scene, s) for s in (1.0, 1.5)], TILE, 32, flips=False)
+    larger = training_tiles([enlarge_scene(scene, 1.5)], TILE, 32, flips=False)
+    assert len(two[0]) == len(one[0]) + len(larger[0])
+    sides = np.concatenate([b[:, 2] - b[:, 0] for b in larger[1] if len(b)])
+    assert sides.max() > np.concatenate([b[:, 2] - b[:, 0] for b in one[1] if len(b)]).max()

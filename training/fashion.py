@@ -22,7 +22,6 @@ from keras import layers
 from app.config import Settings
 from app.preprocessing.images import decode_image
 from app.preprocessing.resized import prepare_resized
-from app.runs import registry
 from app.store.layout import version_dir
 from app.store.manifest import PLOTS_DIR
 from training.classification import classification_report
@@ -221,8 +220,7 @@ def training_callbacks(run: TrainingRun, args: argparse.Namespace, best_weights:
 
 def record_resumed_params(run: TrainingRun, params: dict[str, Any]) -> None:
     """A run resumed with other flags records them, and what they replaced, in its parameters."""
-    with run.sessions() as session:
-        earlier = dict(registry.get_run(session, run.run_id).params or {})
+    earlier = run.recorded_params()
     changed = {k: [earlier.get(k), v] for k, v in params.items() if k != "resumed_with" and earlier.get(k) != v}
     if changed:
         history = [*earlier.get("resumed_with", []), {"after_epoch": len(run.history()), "changed": changed}]

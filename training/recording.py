@@ -131,6 +131,11 @@ class TrainingRun:
         self.workdir.mkdir(parents=True, exist_ok=True)
         return self
 
+    def recorded_params(self) -> dict[str, Any]:
+        """The parameters in the registry: on a resumed run, those it started with."""
+        with self.sessions() as session:
+            return dict(registry.get_run(session, self.run_id).params or {})
+
     def __exit__(self, kind, error, tb) -> bool:
         if self._previous_sigterm is not None:
             signal.signal(signal.SIGTERM, self._previous_sigterm)

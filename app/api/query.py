@@ -43,7 +43,9 @@ def repeated_fields(shape: type[BaseModel]) -> frozenset[str]:
 def read_query(request: Request, shape: type[Query]) -> Query:
     """The request's query string as `shape`, or a 422 naming each bad parameter.
 
-    A parameter given twice takes its last value, as FastAPI does, unless its field is a list."""
+    A parameter given twice takes its last value, as FastAPI does, unless its field is a list.
+    Called in the handler, so it runs after FastAPI has read the body: a request with both a bad
+    query and a missing upload is told about the upload first."""
     params = request.query_params
     values: dict[str, Any] = dict(params)
     for name in repeated_fields(shape):
@@ -59,6 +61,8 @@ def read_query(request: Request, shape: type[Query]) -> Query:
 def documented(shape: type[BaseModel], **extra: Any) -> dict[str, Any]:
     """`openapi_extra` for a route: `shape`'s fields as its query parameters (merged with `extra`)."""
     schema = shape.model_json_schema()
+    if "$defs" in schema:  # a nested model or an enum would leave a dangling $ref in the page
+        raise TypeError(f"{shape.__name__}: query fields must be plain values or lists of them")
     required = set(schema.get("required", ()))
     parameters = []
     for name, field in schema["properties"].items():

@@ -105,7 +105,8 @@ def giou(predicted, true):
 
 def centernet_loss(giou_weight: float = 0.0):
     """CenterNet's loss: penalty-reduced focal loss on the heat, L1 on offset and log-size at the
-    centre cells; with `giou_weight`, also 1 − GIoU of the box those cells predict (as TTFNet):
+    cells that learn a box (each centre and its neighbours, by their weight); with `giou_weight`,
+    also 1 − GIoU of the box those cells predict (as TTFNet):
     AP@0.5 scores overlap, and an L1 on log-size treats a box too narrow and one too short alike."""
     import tensorflow as tf
 

@@ -46,11 +46,21 @@ OVERLAP_FRACTION = 4  # tiles overlap by a quarter of their side at evaluation a
 EVAL_MIN_SCORE = 0.05  # AP needs the whole precision-recall curve
 
 
+def positive_number(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--train-overlap", type=int, default=64, help="Overlap of training tiles, pixels.")
     parser.add_argument("--upscale", type=float, default=2.0,
                         help="Enlarge images by this before tiling (training, evaluation and serving).")
+    parser.add_argument("--train-scales", type=positive_number, nargs="+", default=None,
+                        help="Enlarge the training images by each of these factors, for tiles at several "
+                             "scales (default: --upscale alone; evaluation and serving always use --upscale).")
     parser.add_argument("--colour-copies", type=int, default=2,
                         help="Recoloured copies of every training tile (saturation, contrast, brightness, balance).")
     parser.add_argument("--no-colour-matching", action="store_true",
@@ -228,6 +238,17 @@ def serving_fields(args: argparse.Namespace, reference: np.ndarray | None) -> di
     return fields
 
 
+def refuse_changed_flags(run: TrainingRun, params: dict[str, Any]) -> None:
+    """A resumed run restores the stages it finished: going on with other tiles or another loss
+    would train one detector on two recipes, so a resume must repeat the flags the run started with."""
+    earlier = run.recorded_params()
+    changed = [f"{name} {earlier[name]!r} -> {value!r}" for name, value in params.items()
+               if name in earlier and earlier[name] != value]  # a flag newer than the run: its default is the old way
+    if changed:
+        raise ValueError(f"run {run.run_id} started with other flags; resume it with the same ones "
+                         f"(changed: {'; '.join(changed)})")
+
+
 def train_on(splits, state: dict[str, np.ndarray], args: argparse.Namespace, settings: Settings,
              dataset: str | None = None, data_fingerprint: str | None = None) -> int:
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
@@ -235,9 +256,12 @@ def train_on(splits, state: dict[str, np.ndarray], args: argparse.Namespace, set
     with TrainingRun(NAME, settings, params=params, seed=args.seed,
                      source=None if dataset else NEON_TREES, dataset=dataset,
                      data_fingerprint=data_fingerprint, resume=args.resume) as run:
+        if args.resume:
+            refuse_changed_flags(run, params)
         reference = None if args.no_colour_matching else np.round(colour_reference(s.pixels for s in splits.train), 2)
         fields = serving_fields(args, reference)
-        scenes = [enlarge_scene(matched_scene(s, reference), args.upscale) for s in splits.train]
+        scales = args.train_scales or [args.upscale]
+        scenes = [enlarge_scene(matched_scene(s, reference), scale) for s in splits.train for scale in scales]
         tiles, boxes = training_tiles(scenes, args.tile, args.train_overlap, colour_copies=args.colour_copies,
                                       seed=args.seed)
         targets = encode_all(boxes, args.tile)
