@@ -230,3 +230,64 @@ def test_pinned_event_loop_thread_passes_its_cpu_to_the_threads_it_starts():
     assert seen["off"] == (None, set(allowed))
     assert seen["cpu"] == allowed[1] and seen["own"] == {allowed[1]} and seen["child"] == {allowed[1]}
     assert os.sched_getaffinity(0) == set(allowed)  # the caller's own thread is untouched
+
+
+class ParseMany:
+    """A `prepare` that can take several requests at once: records how it was called."""
+
+    calls: list[list[str]] = []
+
+    def __eq__(self, other: object) -> bool:  # every instance is the same preparation
+        return isinstance(other, ParseMany)
+
+    def __call__(self, text: str) -> np.ndarray:
+        ParseMany.calls.append([text])
+        return np.array([[float(text)]], np.float32)
+
+    def many(self, texts: list[str]) -> list[np.ndarray | Exception]:
+        if "crash" in texts:
+            raise RuntimeError("many failed")  # the batcher then prepares one by one
+        ParseMany.calls.append(list(texts))
+        return [ValueError(f"bad {t}") if t == "oops" else np.array([[float(t)]], np.float32) for t in texts]
+
+
+@pytest.mark.parametrize(("texts", "calls"), [
+    (("1", "oops", "3"), [["1", "oops", "3"]]),  # one call for the whole batch; the bad one fails alone
+    (("1", "crash", "3"), [["1"], ["crash"], ["3"]]),  # `many` failed: one by one, only "crash" fails
+])
+def test_equal_prepares_run_together_and_a_bad_input_still_fails_alone(texts, calls):
+    recorder = Recorder()
+    ParseMany.calls = []
+
+    async def scenario():
+        batcher = DynamicBatcher(recorder, "m", max_batch_size=64, max_delay_ms=30)
+        results = await asyncio.gather(*(batcher.submit(t, ParseMany(), rows=1) for t in texts), return_exceptions=True)
+        await batcher.close()
+        return results
+
+    first, bad, last = asyncio.run(scenario())
+    assert float(first[0, 0]) == 11 and float(last[0, 0]) == 31
+    assert isinstance(bad, ValueError)
+    assert ParseMany.calls == calls and recorder.batch_sizes == [2]
+
+
+def test_the_uploads_of_several_requests_are_prepared_together_as_each_alone():
+    from PIL import Image
+
+    from app.api.uploads import UploadPreparer
+    from app.errors import BadInput, TooLarge
+    from tests.conftest import png_bytes
+
+    preparer = UploadPreparer({"kind": "mnist_digit"}, 10_000)
+    digits = [template_image(d) for d in (1, 7)]
+    blank = png_bytes(Image.new("L", (28, 28), 128))
+    huge = png_bytes(Image.new("L", (200, 200), 0))
+    big_digit = png_bytes(Image.fromarray(np.kron(np.asarray(Image.open(__import__("io").BytesIO(digits[1]))),
+                                                  np.ones((3, 3), np.uint8))))  # 84x84: another size
+    requests = [[("file 1", digits[0])], [("file 1", digits[1]), ("file 2", blank)], [("file 1", huge)],
+                [("file 1", big_digit), ("file 2", digits[0])]]
+    results = UploadPreparer.many(preparer, requests)
+    assert np.array_equal(results[0], preparer(requests[0])) and results[0].shape == (1, 28, 28)
+    assert isinstance(results[1], BadInput) and results[1].detail.startswith("file 2: no digit found")
+    assert isinstance(results[2], TooLarge)
+    assert np.array_equal(results[3], preparer(requests[3])) and results[3].shape == (2, 28, 28)

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from app.api.uploads import prepare_all
+from app.api.uploads import UploadPreparer
 from app.errors import ApiError
 from app.preprocessing import prepare_image
 from app.preprocessing.images import decode_image
@@ -139,7 +139,7 @@ def assert_clean_refusal(error: ApiError) -> None:
 @given(data=encoded_images())
 def test_any_upload_becomes_a_model_input_or_a_4xx(data):
     try:
-        batch = prepare_all([("file 1", data)], DIGIT, SETTINGS.MAX_IMAGE_PIXELS)
+        batch = UploadPreparer(DIGIT, SETTINGS.MAX_IMAGE_PIXELS)([("file 1", data)])
     except ApiError as error:
         event(f"refused with {error.status_code}")  # `--hypothesis-show-statistics` shows the mix
         assert_clean_refusal(error)

@@ -86,3 +86,24 @@ def test_an_image_matched_to_its_own_colours_barely_changes():
     image = rng.integers(0, 256, (64, 64, 3)).astype(np.uint8)
     difference = match_colours(image, colour_reference([image])).astype(int) - image
     assert np.abs(difference).max() <= 2
+
+
+@pytest.mark.parametrize(("in_size", "out_size"), [(28, 20), (20, 20), (7, 20), (13, 9), (300, 20), (41, 17)])
+def test_lanczos_weights_resize_like_pil(in_size, out_size):
+    from app.preprocessing.mnist import lanczos_weights
+
+    values = np.random.default_rng(in_size).random((in_size, 11)).astype(np.float32)
+    pil = np.asarray(Image.fromarray(values).resize((11, out_size), Image.LANCZOS))
+    assert np.allclose(lanczos_weights(in_size, out_size) @ values, pil, atol=2e-6)
+
+
+def test_digits_prepared_together_equal_each_alone():
+    from app.preprocessing.mnist import prepare_digits
+
+    images = [drawn_seven(size=(60, 60), offset=(x, y)) for x, y in ((0, 0), (15, 5), (5, 20))]
+    images.append(Image.new("L", (60, 60), 128))  # blank: no digit
+    grays = np.stack([np.asarray(im, np.float32) for im in images])
+    together, blank = prepare_digits(grays)
+    assert blank.tolist() == [False, False, False, True] and not together[3].any()
+    for image, digit in zip(images[:3], together, strict=False):
+        assert np.array_equal(digit, prepare_digit(image))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
@@ -11,8 +11,8 @@ import numpy as np
 from fastapi import UploadFile
 
 from app.config import Settings
-from app.errors import BadInput, TooLarge
-from app.preprocessing import prepare_image
+from app.errors import ApiError, BadInput, TooLarge
+from app.preprocessing import prepare_images
 from app.preprocessing.images import decode_image
 
 T = TypeVar("T")
@@ -51,19 +51,46 @@ def decode_all(contents: list[tuple[str, bytes]], max_pixels: int) -> list[Any]:
     return [decode_image(data, max_pixels, label) for label, data in contents]
 
 
-def prepare_all(contents: list[tuple[str, bytes]], preprocessing: dict[str, Any], max_pixels: int) -> np.ndarray:
-    """Decode and prepare every image: one float32 batch in upload order, or a 4xx naming the file."""
-    prepared = []
-    for label, data in contents:
-        image = decode_image(data, max_pixels, label)
-        try:
-            prepared.append(prepare_image(image, preprocessing))
-        except BadInput as error:
-            raise BadInput(f"{label}: {error.detail}") from None
-    return np.stack(prepared).astype(np.float32)
+@dataclass(frozen=True)
+class UploadPreparer:
+    """Decodes and prepares one request's uploads for one model: one float32 batch in upload order,
+    or a 4xx naming the file. Handed to `LoadedModel.infer`, it runs on the thread that runs the
+    model, not on the event loop; equal preparers (the same model's) let the batcher prepare the
+    uploads of all its requests together (`many`)."""
+
+    preprocessing: dict[str, Any]
+    max_pixels: int
+
+    def __call__(self, contents: list[tuple[str, bytes]]) -> np.ndarray:
+        (result,) = self.many([contents])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def many(self, requests: list[list[tuple[str, bytes]]]) -> list[np.ndarray | Exception]:
+        """Each request's batch, or the error of its first bad file."""
+        failed: dict[int, Exception] = {}
+        images, owners = [], []
+        for number, contents in enumerate(requests):
+            for label, data in contents:
+                try:
+                    images.append(decode_image(data, self.max_pixels, label))
+                except ApiError as error:
+                    failed[number] = error
+                    break
+                owners.append((number, label))
+        prepared: dict[int, list[np.ndarray]] = {}
+        for (number, label), result in zip(owners, prepare_images(images, self.preprocessing), strict=True):
+            if number in failed:
+                continue
+            if isinstance(result, BadInput):
+                failed[number] = BadInput(f"{label}: {result.detail}")
+            else:
+                prepared.setdefault(number, []).append(result)
+        return [failed[n] if n in failed else np.stack(prepared[n]).astype(np.float32, copy=False)
+                for n in range(len(requests))]
 
 
-def upload_preparer(preprocessing: dict[str, Any], settings: Settings) -> Callable[[list[tuple[str, bytes]]], np.ndarray]:
-    """`prepare_all` for one model, to hand to `LoadedModel.infer`: the uploads are decoded and
-    prepared on the thread that runs the model, not on the event loop."""
-    return functools.partial(prepare_all, preprocessing=preprocessing, max_pixels=settings.MAX_IMAGE_PIXELS)
+def upload_preparer(preprocessing: dict[str, Any], settings: Settings) -> UploadPreparer:
+    """The preparer for one model's uploads, to hand to `LoadedModel.infer`."""
+    return UploadPreparer(preprocessing, settings.MAX_IMAGE_PIXELS)

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from app.errors import BadInput
 from app.preprocessing.fashion import prepare_fashion_item
 from app.preprocessing.imagenet import prepare_imagenet
-from app.preprocessing.mnist import prepare_digit
+from app.preprocessing.mnist import prepare_digit, prepare_digit_images
 from app.preprocessing.resized import prepare_resized
 
 ImagePreparer = Callable[..., np.ndarray]
@@ -25,6 +26,29 @@ PREPARERS: dict[str, ImagePreparer] = {
     "resized": prepare_resized,
     "imagenet": prepare_imagenet,
 }
+
+
+# Preparations that also take a list of images at once (several uploads of one batch), answering
+# each image's input or the BadInput that is its alone.
+MANY_PREPARERS: dict[str, Callable[..., list[np.ndarray | BadInput]]] = {
+    "mnist_digit": prepare_digit_images,
+}
+
+
+def prepare_images(images: list[Image.Image], preprocessing: dict[str, Any]) -> list[np.ndarray | BadInput]:
+    """Several decoded images → each one's model input (or its BadInput), as the manifest prescribes:
+    together where the preparation can, else one by one."""
+    params = dict(preprocessing)
+    kind = params.pop("kind")
+    if kind in MANY_PREPARERS:
+        return MANY_PREPARERS[kind](images, **params)
+    results: list[np.ndarray | BadInput] = []
+    for image in images:
+        try:
+            results.append(PREPARERS[kind](image, **params))
+        except BadInput as error:
+            results.append(error)
+    return results
 
 
 def prepare_image(image: Image.Image, preprocessing: dict[str, Any]) -> np.ndarray:

@@ -41,7 +41,7 @@ def decode_image(data: bytes, max_pixels: int, name: str = "upload") -> Image.Im
             warnings.simplefilter("ignore")
             image.seek(0)  # first frame of an animation
             image.load()
-            image = ImageOps.exif_transpose(image)  # phone photos carry their rotation in EXIF
+            ImageOps.exif_transpose(image, in_place=True)  # phone photos carry their rotation in EXIF; no copy
     except Exception as error:
         raise BadInput(f"{name}: truncated or corrupt image ({error})") from None
     return image

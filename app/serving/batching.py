@@ -29,6 +29,25 @@ RunBatch = Callable[[np.ndarray], Any]
 Prepare = Callable[[Any], np.ndarray]
 
 
+def prepare_together(prepare: Prepare, inputs: list[Any]) -> list[np.ndarray | Exception]:
+    """Several requests' raw inputs made into rows by one `prepare`: each request's rows, or the
+    error that is its alone. A `prepare` with a `many` method does them in one call (the uploads of
+    one batch prepared as one stack); otherwise, and if `many` itself fails, one by one."""
+    many = getattr(prepare, "many", None)
+    if many is not None:
+        try:
+            return many(inputs)
+        except Exception:  # noqa: S110 - one by one names the culprit
+            pass
+    results: list[np.ndarray | Exception] = []
+    for one in inputs:
+        try:
+            results.append(prepare(one))
+        except Exception as error:
+            results.append(error)
+    return results
+
+
 def take_rows(outputs: Any, start: int, stop: int) -> Any:
     """Rows start:stop of a model output: an array, or a list/tuple/dict of arrays."""
     if isinstance(outputs, dict):
@@ -181,15 +200,33 @@ class DynamicBatcher:
             except RuntimeError:  # the loop is gone (interpreter shutting down): nobody waits
                 return
 
+    def _prepare(self, batch: list[_Pending], outcomes: list[_Outcome]) -> list[np.ndarray | None]:
+        """Every item's rows; an item whose input is bad gets its error and no rows. Items with equal
+        `prepare`s (the same model's upload preparation, say) are prepared together."""
+        inputs: list[np.ndarray | None] = [None] * len(batch)
+        groups: list[tuple[Prepare, list[int]]] = []
+        for index, item in enumerate(batch):
+            if item.prepare is None:
+                inputs[index] = item.inputs
+                continue
+            for prepare, members in groups:
+                if prepare == item.prepare:
+                    members.append(index)
+                    break
+            else:
+                groups.append((item.prepare, [index]))
+        for prepare, members in groups:
+            results = prepare_together(prepare, [batch[i].inputs for i in members])
+            for index, result in zip(members, results, strict=True):
+                if isinstance(result, Exception):
+                    outcomes[index].error = result
+                else:
+                    inputs[index] = result
+        return inputs
+
     def _compute(self, batch: list[_Pending]) -> list[_Outcome]:
         outcomes = [_Outcome() for _ in batch]
-        inputs: list[np.ndarray | None] = []
-        for item, outcome in zip(batch, outcomes, strict=True):
-            try:
-                inputs.append(item.prepare(item.inputs) if item.prepare is not None else item.inputs)
-            except Exception as error:  # this request's input is bad: it alone gets the error
-                outcome.error = error
-                inputs.append(None)
+        inputs = self._prepare(batch, outcomes)
         live = [i for i, outcome in enumerate(outcomes) if outcome.error is None]
         if not live:
             return outcomes

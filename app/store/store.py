@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import gc
 import hashlib
 import logging
@@ -21,7 +20,7 @@ from app.detection.tiled import TILES_PER_CALL
 from app.detection.views import view_count
 from app.errors import BadInput, NotFound
 from app.serving import metrics
-from app.serving.batching import DynamicBatcher, Prepare
+from app.serving.batching import DynamicBatcher, Prepare, prepare_together
 from app.serving.runtime import CompiledModel
 from app.store.layout import complete_versions, model_names, version_dir
 from app.store.manifest import MODEL_FILE, Manifest, read_manifest
@@ -63,15 +62,41 @@ class LoadedModel:
         `inputs` is a prepared batch, or with `prepare` raw inputs (uploads, say) that `prepare`
         turns into `rows` rows on the thread that runs the model; either way a batch that does not
         fit the model is a 4xx for this request alone."""
-        checked = functools.partial(self._checked, prepare)
+        checked = CheckedPrepare(prepare, self.compiled.input_shape, self.name)
         if self.batcher is None or self.batcher.closed:  # closed: replaced by a reload mid-request
             return await anyio.to_thread.run_sync(lambda: self.compiled(checked(inputs)))
         return await self.batcher.submit(inputs, checked, rows)
 
-    def _checked(self, prepare: Prepare | None, inputs: Any) -> np.ndarray:
-        batch = prepare(inputs) if prepare is not None else inputs
-        if tuple(batch.shape[1:]) != self.compiled.input_shape:
-            raise BadInput(f"input of shape {tuple(batch.shape[1:])} does not fit {self.name}'s {self.compiled.input_shape}")
+
+@dataclass(frozen=True)
+class CheckedPrepare:
+    """A request's `prepare` (or none), then a check that its rows fit the model: a batch that does
+    not fit is a 4xx for this request alone. Equal for equal `prepare`s, so the batcher prepares
+    the requests of one model together (`many`) when their `prepare` can."""
+
+    prepare: Prepare | None
+    input_shape: tuple[int, ...]
+    name: str
+
+    def __call__(self, inputs: Any) -> np.ndarray:
+        return self.check(self.prepare(inputs) if self.prepare is not None else inputs)
+
+    def many(self, inputs: list[Any]) -> list[np.ndarray | Exception]:
+        if self.prepare is None:
+            prepared: list[Any] = list(inputs)
+        else:
+            prepared = prepare_together(self.prepare, inputs)
+        results: list[np.ndarray | Exception] = []
+        for rows in prepared:
+            try:
+                results.append(rows if isinstance(rows, Exception) else self.check(rows))
+            except BadInput as error:
+                results.append(error)
+        return results
+
+    def check(self, batch: np.ndarray) -> np.ndarray:
+        if tuple(batch.shape[1:]) != self.input_shape:
+            raise BadInput(f"input of shape {tuple(batch.shape[1:])} does not fit {self.name}'s {self.input_shape}")
         return batch
 
 
