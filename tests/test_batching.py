@@ -278,16 +278,40 @@ def test_the_uploads_of_several_requests_are_prepared_together_as_each_alone():
     from app.errors import BadInput, TooLarge
     from tests.conftest import png_bytes
 
-    preparer = UploadPreparer({"kind": "mnist_digit"}, 10_000)
+    preparer = UploadPreparer({"kind": "mnist_digit"}, 30_000)
     digits = [template_image(d) for d in (1, 7)]
     blank = png_bytes(Image.new("L", (28, 28), 128))
-    huge = png_bytes(Image.new("L", (200, 200), 0))
+    huge = png_bytes(Image.new("L", (200, 200), 0))  # over 30,000 pixels
     big_digit = png_bytes(Image.fromarray(np.kron(np.asarray(Image.open(__import__("io").BytesIO(digits[1]))),
                                                   np.ones((3, 3), np.uint8))))  # 84x84: another size
+    photo = png_bytes(Image.fromarray(np.kron(np.asarray(Image.open(__import__("io").BytesIO(digits[0]))),
+                                              np.ones((5, 5), np.uint8))))  # 140x140: prepared alone
     requests = [[("file 1", digits[0])], [("file 1", digits[1]), ("file 2", blank)], [("file 1", huge)],
-                [("file 1", big_digit), ("file 2", digits[0])]]
+                [("file 1", big_digit), ("file 2", digits[0]), ("file 3", photo)],
+                [("file 1", blank), ("file 2", b"not an image")]]
     results = UploadPreparer.many(preparer, requests)
     assert np.array_equal(results[0], preparer(requests[0])) and results[0].shape == (1, 28, 28)
     assert isinstance(results[1], BadInput) and results[1].detail.startswith("file 2: no digit found")
     assert isinstance(results[2], TooLarge)
-    assert np.array_equal(results[3], preparer(requests[3])) and results[3].shape == (2, 28, 28)
+    assert np.array_equal(results[3], preparer(requests[3])) and results[3].shape == (3, 28, 28)
+    assert np.array_equal(results[3][2], preparer([("file 1", photo)])[0])
+    # the first bad file in upload order answers, whichever step found it
+    assert isinstance(results[4], BadInput) and results[4].detail.startswith("file 1: no digit found")
+
+
+def test_an_unexpected_failure_while_preparing_answers_every_caller_instead_of_hanging():
+    class Broken:
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("cannot compare")
+
+        def __call__(self, text: str) -> np.ndarray:
+            return np.array([[1.0]], np.float32)
+
+    async def scenario():
+        batcher = DynamicBatcher(Recorder(), "m", max_batch_size=64, max_delay_ms=30)
+        results = await asyncio.wait_for(asyncio.gather(*(batcher.submit(t, Broken(), rows=1) for t in "ab"),
+                                                        return_exceptions=True), timeout=5)
+        await batcher.close()
+        return results
+
+    assert [str(r) for r in asyncio.run(scenario())] == ["cannot compare", "cannot compare"]

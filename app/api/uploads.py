@@ -18,6 +18,8 @@ from app.preprocessing.images import decode_image
 T = TypeVar("T")
 # Below this many bytes, decoding and preparing on the event loop is cheaper than a thread hop.
 INLINE_BYTES = 64 * 1024
+# Images of at most this many pixels are prepared as one stack with the batch's other small ones.
+STACKED_PIXELS = 128 * 128
 
 
 def upload_label(index: int, upload: UploadFile) -> str:
@@ -68,27 +70,40 @@ class UploadPreparer:
         return result
 
     def many(self, requests: list[list[tuple[str, bytes]]]) -> list[np.ndarray | Exception]:
-        """Each request's batch, or the error of its first bad file."""
-        failed: dict[int, Exception] = {}
-        images, owners = [], []
-        for number, contents in enumerate(requests):
+        """Each request's batch, or the error of its first bad file (in upload order, as if its
+        files were prepared one after the other). Small images (at most STACKED_PIXELS) of all the
+        requests are prepared together; a larger one is prepared as soon as it is decoded and then
+        dropped, so memory holds one large image at a time, as before."""
+        slots: list[list[np.ndarray | Exception | None]] = []
+        small, small_slots = [], []
+        for contents in requests:
+            files: list[np.ndarray | Exception | None] = []
+            slots.append(files)
             for label, data in contents:
                 try:
-                    images.append(decode_image(data, self.max_pixels, label))
+                    image = decode_image(data, self.max_pixels, label)
                 except ApiError as error:
-                    failed[number] = error
+                    files.append(error)  # the files after it are never reached
                     break
-                owners.append((number, label))
-        prepared: dict[int, list[np.ndarray]] = {}
-        for (number, label), result in zip(owners, prepare_images(images, self.preprocessing), strict=True):
-            if number in failed:
-                continue
-            if isinstance(result, BadInput):
-                failed[number] = BadInput(f"{label}: {result.detail}")
-            else:
-                prepared.setdefault(number, []).append(result)
-        return [failed[n] if n in failed else np.stack(prepared[n]).astype(np.float32, copy=False)
-                for n in range(len(requests))]
+                files.append(None)
+                if image.width * image.height <= STACKED_PIXELS:
+                    small.append(image)
+                    small_slots.append((files, len(files) - 1, label))
+                else:
+                    (result,) = prepare_images([image], self.preprocessing)
+                    files[-1] = labelled(result, label)
+        for (files, index, label), result in zip(small_slots, prepare_images(small, self.preprocessing), strict=True):
+            files[index] = labelled(result, label)
+        return [first_error(files) or np.stack(files).astype(np.float32, copy=False) for files in slots]
+
+
+def labelled(result: np.ndarray | BadInput, label: str) -> np.ndarray | BadInput:
+    """A preparation's BadInput names the file it came from."""
+    return BadInput(f"{label}: {result.detail}") if isinstance(result, BadInput) else result
+
+
+def first_error(files: list[Any]) -> Exception | None:
+    return next((result for result in files if isinstance(result, Exception)), None)
 
 
 def upload_preparer(preprocessing: dict[str, Any], settings: Settings) -> UploadPreparer:

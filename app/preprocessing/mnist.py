@@ -32,10 +32,11 @@ def lanczos(x: np.ndarray) -> np.ndarray:
     return np.where(np.abs(x) < 3.0, np.sinc(x) * np.sinc(x / 3.0), 0.0)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)  # crops of at most 2 x BOX pixels: at most 40 x 20 sizes
 def lanczos_weights(in_size: int, out_size: int) -> np.ndarray:
     """The (out_size, in_size) matrix of PIL's Lanczos resampling along one axis (its
-    `precompute_coeffs`: the kernel widened by the shrink factor, each row normalised to 1)."""
+    `precompute_coeffs`: the kernel widened by the shrink factor, each row normalised to 1).
+    Only for small crops: a large one is resized by PIL itself (`fit_large`)."""
     scale = in_size / out_size
     widen = max(scale, 1.0)
     support = 3.0 * widen
@@ -55,11 +56,14 @@ def ink_on_black(grays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     border's median) is light; and which images have no contrast between ink and paper."""
     border = np.concatenate([grays[:, 0], grays[:, -1], grays[:, 1:-1, 0], grays[:, 1:-1, -1]], axis=1)
     middle = border.shape[1] // 2
-    background = np.partition(border, middle, axis=1)[:, middle]
+    background = np.partition(border, middle, axis=1)[:, middle].astype(np.float64)
     light = background > 127
-    grays = np.where(light[:, None, None], np.float32(255.0) - grays, grays)
+    if light.any() and not grays.flags.writeable:
+        grays = grays.copy()
+    for i in np.flatnonzero(light):  # in place: a large photo is not copied again
+        np.subtract(np.float32(255.0), grays[i], out=grays[i])
     background = np.where(light, 255.0 - background, background)
-    peak = grays.max(axis=(1, 2))
+    peak = grays.max(axis=(1, 2)).astype(np.float64)
     blank = peak - background < MIN_CONTRAST
     floor = background + NOISE_FLOOR * (peak - background)
     scale = np.where(blank, 0.0, 1.0 / np.where(blank, 1.0, peak - floor))
@@ -101,6 +105,11 @@ def thicken(ink: np.ndarray) -> np.ndarray:
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
+def fit_large(crop: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A large crop (a photo's digit), its thin strokes thickened, resized by PIL's Lanczos filter."""
+    return np.asarray(Image.fromarray(thicken(crop)).resize((width, height), Image.LANCZOS))
+
+
 def fitted_size(height: int, width: int) -> tuple[int, int]:
     """The digit's size once its longer side is BOX pixels."""
     scale = BOX / max(height, width)
@@ -113,7 +122,8 @@ def prepare_digits(grays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Finding the ink and its box, scaling the peak and centring run on the whole stack; only the
     resize of each digit's crop is its own: two small matrix products, the horizontal pass first,
-    each rounded to float32 as PIL does. A crop over 2 x BOX pixels (a large photo) is first thickened."""
+    each rounded to float32 as PIL does. A crop over 2 x BOX pixels (a large photo) is thickened
+    and resized by PIL itself."""
     ink, blank = ink_on_black(grays.astype(np.float32, copy=False))
     boxes = ink_boxes(ink)
     fitted = np.zeros((len(ink), BOX, BOX), np.float32)
@@ -121,9 +131,10 @@ def prepare_digits(grays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for i in np.flatnonzero(~blank):
         top, bottom, left, right = boxes[i]
         crop = ink[i, top:bottom, left:right]
-        if max(crop.shape) > 2 * BOX:
-            crop = thicken(crop)
         height, width = sizes[i] = fitted_size(*crop.shape)
+        if max(crop.shape) > 2 * BOX:
+            fitted[i, :height, :width] = fit_large(crop, height, width)
+            continue
         across = (crop @ lanczos_weights(crop.shape[1], width).T).astype(np.float32)
         fitted[i, :height, :width] = lanczos_weights(crop.shape[0], height) @ across
     fitted = fitted.clip(0.0, None)

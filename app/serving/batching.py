@@ -194,7 +194,10 @@ class DynamicBatcher:
     def _serve_batches(self) -> None:
         while (job := self._jobs.get()) is not None:
             loop, batch = job
-            outcomes = self._compute(batch)
+            try:
+                outcomes = self._compute(batch)
+            except Exception as error:  # a bug, not bad input: its callers get the error, never a hang
+                outcomes = [_Outcome(error=error) for _ in batch]
             try:
                 loop.call_soon_threadsafe(self._deliver, batch, outcomes)
             except RuntimeError:  # the loop is gone (interpreter shutting down): nobody waits
