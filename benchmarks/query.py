@@ -14,12 +14,15 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query
+from fastapi import Request as HttpRequest
 from fastapi.responses import Response
 
 from app.api.anomaly import AnomalyQuery
 from app.api.query import read_query
+from benchmarks.direct import call
 from benchmarks.machine import describe_machine
+from benchmarks.serve import Request
 
 app = FastAPI()
 
@@ -35,7 +38,7 @@ async def declared(
 
 
 @app.post("/model")
-async def one_model(request: Request) -> Response:
+async def one_model(request: HttpRequest) -> Response:
     read_query(request, AnomalyQuery)
     return Response(b"{}")
 
@@ -45,37 +48,21 @@ async def no_query() -> Response:
     return Response(b"{}")
 
 
-async def call(path: str, query: bytes) -> None:
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": query, "root_path": "", "headers": [(b"host", b"t")],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
-    status = []
-
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message):
-        if message["type"] == "http.response.start":
-            status.append(message["status"])
-
-    await app(scope, receive, send)
-    assert status == [200], (path, status)
-
-
-async def cpu_microseconds(path: str, query: bytes, requests: int) -> float:
+async def cpu_microseconds(request: Request, requests: int) -> float:
     for _ in range(requests // 10):
-        await call(path, query)
+        await call(app, request)
     started = time.process_time()
     for _ in range(requests):
-        await call(path, query)
+        await call(app, request)
     return (time.process_time() - started) / requests * 1e6
 
 
 async def main(requests: int) -> None:
-    query = b"model=ecg&threshold=0.5"
+    query = "model=ecg&threshold=0.5"
     print(describe_machine())
     for path in ("/none", "/declared", "/model"):
-        print(f"{path:10s} ?{query.decode()}: {await cpu_microseconds(path, query, requests):.1f} µs per request")
+        microseconds = await cpu_microseconds(Request("POST", f"{path}?{query}"), requests)
+        print(f"{path:10s} ?{query}: {microseconds:.1f} µs per request")
 
 
 if __name__ == "__main__":

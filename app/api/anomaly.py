@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from app.api.deps import serving
-from app.api.query import ModelQuery, documented, read_query
+from app.api.query import ModelQuery, documented, model_field, read_query
 from app.api.records import RECORDS_REQUEST_BODY, read_records
 from app.api.schemas import ERROR_RESPONSES, json_response
 from app.preprocessing.records import denormalise_records, normalise_records, reconstruction_errors
@@ -68,7 +68,7 @@ def score_results(
 
 
 class AnomalyQuery(ModelQuery):
-    model: str = Field("ecg", max_length=64, description="An anomaly model in /models.")
+    model: str = model_field("ecg", "An anomaly model in /models.")
     threshold: float | None = Field(None, gt=0, allow_inf_nan=False,
                                     description="Override the model's threshold for this call.")
     reconstruction: bool = Field(False, description="Also return each record's reconstruction.")

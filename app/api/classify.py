@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import Field
 
 from app.api.deps import serving
-from app.api.query import ModelQuery, documented, read_query
+from app.api.query import ModelQuery, documented, model_field, read_query
 from app.api.schemas import ERROR_RESPONSES, ClassProbability, Prediction, PredictionList, json_response
 from app.api.uploads import read_uploads, upload_preparer
 from app.errors import BadInput
@@ -28,7 +28,7 @@ def rank_classes(probabilities: np.ndarray, labels: list[str], k: int) -> list[C
 
 
 class ClassifyQuery(ModelQuery):
-    model: str = Field("digits", max_length=64, description="A classifier in /models.")
+    model: str = model_field("digits", "A classifier in /models.")
     k: int | None = Field(None, ge=1, description="How many top classes to return.")
 
 

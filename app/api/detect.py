@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from pydantic import BaseModel, Field
 
 from app.api.deps import serving
-from app.api.query import ModelQuery, documented, read_query
+from app.api.query import ModelQuery, documented, model_field, read_query
 from app.api.schemas import ERROR_RESPONSES, json_response
 from app.api.uploads import read_uploads
 from app.config import Settings
@@ -65,10 +65,9 @@ def tile_images(contents: list[tuple[str, bytes]], fields: dict[str, Any], prepr
 
     The request's tile passes (tiles x views, over all its images) are counted as each image is
     decoded, and a 413 is raised before the float tiles of the one over the limit are made."""
-    tiled, passes, limit = [], 0, settings.MAX_DETECT_TILES
+    tiled, passes, limit, upscale = [], 0, settings.MAX_DETECT_TILES, fields.get("upscale", 1.0)
     for name, data in contents:
         image = to_rgb(decode_image(data, settings.MAX_IMAGE_PIXELS, name))
-        upscale = fields.get("upscale", 1.0)
         tiles = len(tile_grid(round(image.width * upscale), round(image.height * upscale), fields["tile"],
                               fields["overlap"]))
         passes += tiles * views
@@ -94,7 +93,7 @@ def draw_boxes(image: Image.Image, detections: list[Detection]) -> bytes:
 
 
 class DetectQuery(ModelQuery):
-    model: str = Field("trees", max_length=64, description="A detector in /models.")
+    model: str = model_field("trees", "A detector in /models.")
     score_threshold: float | None = Field(None, ge=0.0, le=1.0, description="Default: the model's.")
     draw: bool = Field(False, description="Answer with the image and its boxes drawn, as PNG (one file only).")
     flip_views: int | None = Field(None, ge=1, le=4, description=(

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from app.api.deps import serving
-from app.api.query import ModelQuery, documented, read_query
+from app.api.query import ModelQuery, documented, model_field, read_query
 from app.api.schemas import ERROR_RESPONSES, json_response
 from app.config import Settings
 from app.errors import BadInput, NotFound
@@ -141,7 +141,7 @@ async def similar_words_answer(loaded: LoadedModel, model: str, word: str, word_
 
 
 class WordsQuery(ModelQuery):
-    model: str = Field("words", max_length=64, description="A word-embedding model in /models.")
+    model: str = model_field("words", "A word-embedding model in /models.")
 
 
 class SimilarQuery(WordsQuery):

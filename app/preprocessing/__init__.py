@@ -53,6 +53,7 @@ def prepare_images(images: list[Image.Image], preprocessing: dict[str, Any]) -> 
 
 def prepare_image(image: Image.Image, preprocessing: dict[str, Any]) -> np.ndarray:
     """One decoded image → one model input, as the model's manifest prescribes."""
-    params = dict(preprocessing)
-    kind = params.pop("kind")
-    return PREPARERS[kind](image, **params)
+    (result,) = prepare_images([image], preprocessing)
+    if isinstance(result, BadInput):
+        raise result
+    return result

@@ -180,7 +180,7 @@ def prepare_digit_images(images: list[Image.Image]) -> list[np.ndarray | BadInpu
 
 def prepare_digit(image: Image.Image) -> np.ndarray:
     """Any image of one digit → a 28x28 float32 array in [0, 1], MNIST-style."""
-    digits, blank = prepare_digits(to_gray(image)[None])
-    if blank[0]:
-        raise BadInput(NO_CONTRAST)
-    return digits[0]
+    (result,) = prepare_digit_images([image])
+    if isinstance(result, BadInput):
+        raise result
+    return result

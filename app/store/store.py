@@ -79,25 +79,20 @@ class CheckedPrepare:
     name: str
 
     def __call__(self, inputs: Any) -> np.ndarray:
-        return self.check(self.prepare(inputs) if self.prepare is not None else inputs)
+        rows = self.prepare(inputs) if self.prepare is not None else inputs
+        if (error := self.misfit(rows)) is not None:
+            raise error
+        return rows
 
     def many(self, inputs: list[Any]) -> list[np.ndarray | Exception]:
-        if self.prepare is None:
-            prepared: list[Any] = list(inputs)
-        else:
-            prepared = prepare_together(self.prepare, inputs)
-        results: list[np.ndarray | Exception] = []
-        for rows in prepared:
-            try:
-                results.append(rows if isinstance(rows, Exception) else self.check(rows))
-            except BadInput as error:
-                results.append(error)
-        return results
+        prepared = list(inputs) if self.prepare is None else prepare_together(self.prepare, inputs)
+        return [rows if isinstance(rows, Exception) else self.misfit(rows) or rows for rows in prepared]
 
-    def check(self, batch: np.ndarray) -> np.ndarray:
-        if tuple(batch.shape[1:]) != self.input_shape:
-            raise BadInput(f"input of shape {tuple(batch.shape[1:])} does not fit {self.name}'s {self.input_shape}")
-        return batch
+    def misfit(self, rows: np.ndarray) -> BadInput | None:
+        """The 4xx for rows that do not fit the model, or None."""
+        if tuple(rows.shape[1:]) == self.input_shape:
+            return None
+        return BadInput(f"input of shape {tuple(rows.shape[1:])} does not fit {self.name}'s {self.input_shape}")
 
 
 BatchingPolicy = Callable[[str], "tuple[int, float, int] | None"]
