@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     app = FastAPI(
         title="labnets",
-        summary="Five classic deep-learning models, trained offline with Keras and served over HTTP.",
+        summary="Classic deep-learning models (digits, fashion, ECG, words, ImageNet, trees), trained offline with Keras and served over HTTP.",
         version="0.1.0",
         lifespan=lifespan,
         docs_url=None,

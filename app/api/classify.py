@@ -10,10 +10,9 @@ from fastapi.responses import Response
 from pydantic import Field
 
 from app.api.deps import serving
-from app.api.query import ModelQuery, documented, model_field, read_query
+from app.api.query import ModelQuery, documented, model_field, over_limit, read_query
 from app.api.schemas import ERROR_RESPONSES, ClassProbability, Prediction, PredictionList, json_response
 from app.api.uploads import read_uploads, upload_preparer
-from app.errors import BadInput
 
 router = APIRouter(prefix="/classify", tags=["classify"], responses=ERROR_RESPONSES)
 
@@ -44,7 +43,7 @@ async def classify_images(
     loaded = store.get(model, query.version, task="classify")
     manifest = loaded.manifest
     if k is not None and k > settings.MAX_K:
-        raise BadInput(f"k={k} is over the limit of {settings.MAX_K}")
+        raise over_limit("k", k, settings.MAX_K, "MAX_K")
     top_k = min(k or default_k(len(manifest.labels)), len(manifest.labels))
     contents = await read_uploads(file, settings)
     prepare = upload_preparer(manifest.preprocessing, settings)

@@ -63,6 +63,13 @@ def read_query(request: Request, shape: type[Query]) -> Query:
         raise RequestValidationError(problems) from None
 
 
+def over_limit(name: str, value: int, limit: int, setting: str) -> RequestValidationError:
+    """The 422 for a query parameter over a limit the settings fix (`k` over `MAX_K`), in the same
+    shape as the model's own checks: `errors` names the parameter."""
+    message = f"Input should be less than or equal to {limit} (the {setting} setting); got {value}"
+    return RequestValidationError([{"loc": ("query", name), "msg": message, "type": "less_than_equal"}])
+
+
 def documented(shape: type[BaseModel], **extra: Any) -> dict[str, Any]:
     """`openapi_extra` for a route: `shape`'s fields as its query parameters (merged with `extra`)."""
     schema = shape.model_json_schema()

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from app.api.deps import serving
-from app.api.query import ModelQuery, documented, model_field, read_query
+from app.api.query import ModelQuery, documented, model_field, over_limit, read_query
 from app.api.schemas import ERROR_RESPONSES, json_response
 from app.config import Settings
 from app.errors import BadInput, NotFound
@@ -91,7 +91,7 @@ def word_vectors(loaded: LoadedModel, ids: list[int]) -> np.ndarray:
 
 def check_k(k: int, vocabulary: list[str], excluded: int, settings: Settings) -> int:
     if k > settings.MAX_K:
-        raise BadInput(f"k={k} is over the limit of {settings.MAX_K}")
+        raise over_limit("k", k, settings.MAX_K, "MAX_K")
     return min(k, len(vocabulary) - excluded)
 
 
