@@ -71,21 +71,34 @@ class BodyLimitMiddleware:
             return await self._reject(send, 413, self._too_large_detail())
         received = 0
         started = False
+        failure: TooLarge | RequestTimeout | None = None
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, failure
             with anyio.move_on_after(self.read_timeout) as scope_timeout:
                 message = await receive()
+            error: TooLarge | RequestTimeout | None = None
             if scope_timeout.cancelled_caught:
-                raise RequestTimeout(f"the request body stalled for over {self.read_timeout:g} s")
-            if message["type"] == "http.request":
+                error = RequestTimeout(f"the request body stalled for over {self.read_timeout:g} s")
+            elif message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise TooLarge(self._too_large_detail())
+                    error = TooLarge(self._too_large_detail())
+            if error is not None:
+                failure = failure or (None if started else error)  # an answer already begun is left alone
+                raise error
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if failure is not None:
+                # The app caught the limit's error and answers on its own (FastAPI's form parsing
+                # turns any error into a 400 "There was an error parsing the body"): the client
+                # gets the limit's 408 or 413 instead.
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._reject(send, failure.status_code, failure.detail)
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 

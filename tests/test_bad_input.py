@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import struct
 import zlib
 
@@ -66,7 +68,7 @@ def test_missing_file_field_is_422(client):
 
 def test_k_out_of_range_is_422(client):
     assert_error(post(client, template_image(1), "?k=0"), 422, "k")
-    assert_error(post(client, template_image(1), "?k=1000"), 422, "over the limit")
+    assert_error(post(client, template_image(1), "?k=1000"), 422, "less than or equal to 100 (the MAX_K setting)")
 
 
 def test_bad_file_in_a_batch_is_named(client):
@@ -87,6 +89,50 @@ def test_body_over_the_request_limit_is_413(trained_settings):
     with TestClient(create_app(settings)) as small:
         body = assert_error(post(small, b"\0" * 5000), 413, "request body")
         assert body["request_id"] and len(body["request_id"]) == 32
+
+
+def multipart_body(size: int) -> tuple[bytes, bytes]:
+    boundary = b"limitboundary"
+    head = b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
+    return head + b"\0" * size, b"multipart/form-data; boundary=" + boundary
+
+
+def answer_to(app, body_chunks: list[bytes], content_type: bytes, stall: bool) -> tuple[int, dict]:
+    """Call the ASGI app directly with a chunked upload (no Content-Length), as a client streaming
+    the body would; with `stall`, the client goes quiet after its chunks."""
+    messages = [{"type": "http.request", "body": chunk, "more_body": True} for chunk in body_chunks]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        if messages:
+            return messages.pop(0)
+        if stall:
+            await asyncio.sleep(3600)
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/classify", "raw_path": b"/classify", "query_string": b"",
+             "headers": [(b"content-type", content_type), (b"transfer-encoding", b"chunked")],
+             "http_version": "1.1", "scheme": "http", "server": ("testserver", 80), "client": ("127.0.0.1", 1),
+             "root_path": "", "app": app}
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], json.loads(body)
+
+
+def test_a_streamed_upload_over_the_limit_or_stalling_gets_413_or_408_not_the_parsers_400(trained_settings):
+    """FastAPI's form parsing turns any error while reading the body into its own vague 400; the
+    limits' answers must reach the client instead."""
+    settings = trained_settings.model_copy(update={"MAX_BODY_BYTES": 2000, "BODY_READ_TIMEOUT_S": 0.2})
+    app = create_app(settings)
+    body, content_type = multipart_body(5000)
+    status, answer = answer_to(app, [body[:1000], body[1000:3000], body[3000:]], content_type, stall=False)
+    assert (status, answer["detail"]) == (413, "request body over the limit of 2000 bytes")
+    status, answer = answer_to(app, [body[:500]], content_type, stall=True)
+    assert (status, answer["detail"]) == (408, "the request body stalled for over 0.2 s")
 
 
 def test_no_models_means_404_not_500(tmp_path):

@@ -322,12 +322,23 @@ def test_too_many_records_and_too_large_bodies_are_413(ecg_client):
         ("?threshold=inf", 422, "threshold"),
         ("?threshold=0", 422, "threshold"),
         ("?threshold=-1", 422, "threshold"),
+        ("?threshold=1e-320", 422, "query.threshold: Input should be greater than or equal to 0.000000000001"),
         ("?model=nope", 404, "unknown model 'nope'"),
         ("?version=9", 404, "no version 9"),
     ],
 )
 def test_bad_parameters(ecg_client, query, status, words):
     assert_error(ecg_client.post(f"/anomaly{query}", json={"record": GOOD}), status, words)
+
+
+def test_values_too_large_to_score_are_422_not_null_scores(ecg_client):
+    """Finite values past float32's range (1e39) would be scored as infinity, which JSON answers as null."""
+    huge = [1e39] * LENGTH
+    assert_error(ecg_client.post("/anomaly", json={"records": [GOOD, huge]}), 422,
+                 "the record at index 1 cannot be scored")
+    assert_error(csv_upload(ecg_client, ",".join(["1e39"] * LENGTH).encode()), 422, "index 0 cannot be scored")
+    body = ecg_client.post("/anomaly?threshold=1e-12", json={"record": [1e6] * LENGTH}).json()
+    assert all(np.isfinite([r["error"], r["error_ratio"]]).all() for r in body["results"])
 
 
 def test_unsupported_content_type_is_415(ecg_client):

@@ -189,6 +189,19 @@ def test_preparation_keeps_aspect_and_crops_the_centre():
     assert prepare_imagenet(Image.new("L", (3, 5), 127)).shape == (224, 224, 3)
 
 
+def test_preparation_resamples_only_the_crop_as_resizing_the_whole_would():
+    """The crop's pixels equal resizing the whole image then cropping (to one grey level), and an
+    image of extreme shape is never enlarged whole: 1 x 100,000 would become 256 x 25,600,000."""
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (375, 500, 3), dtype=np.uint8))
+    whole = photo.resize((341, 256), Image.BICUBIC).crop((58, 16, 282, 240))
+    np.testing.assert_allclose(prepare_imagenet(photo), (np.asarray(whole, np.float32) - 127) / 128, atol=1 / 128)
+    line = Image.new("L", (1, 100_000), 30)
+    line.paste(200, (0, 49_990, 1, 50_010))  # light in the middle only
+    prepared = prepare_imagenet(line)  # the crop covers the central 0.9 of the 100,000 pixels
+    assert prepared.shape == (224, 224, 3)
+    np.testing.assert_allclose(prepared, (200 - 127) / 128, atol=1 / 128)
+
+
 # --- the shipped model, served ------------------------------------------------------------------
 
 def _shipped_version_dir():

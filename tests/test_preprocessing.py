@@ -107,3 +107,33 @@ def test_digits_prepared_together_equal_each_alone():
     assert blank.tolist() == [False, False, False, True] and not together[3].any()
     for image, digit in zip(images[:3], together, strict=False):
         assert np.array_equal(digit, prepare_digit(image))
+
+
+def test_a_large_pen_drawing_is_prepared_like_a_small_one():
+    """Thin strokes of a large photo are thickened on a max-pooled copy: the same digit as drawn
+    small, and no stroke lost however long or thin the image (PIL refused the filter size once a
+    crop passed about 460,000 pixels, and a 3000x3000 drawing took 96 s under the interpreter lock)."""
+    def seven(side: int, width: int) -> Image.Image:
+        image = Image.new("L", (side, side), 255)
+        draw = ImageDraw.Draw(image)
+        draw.line([(side // 6, side // 6), (5 * side // 6, side // 6), (side // 4, 5 * side // 6)], fill=0, width=width)
+        return image
+
+    small, large = prepare_digit(seven(150, 2)), prepare_digit(seven(2400, 6))
+    assert np.corrcoef(small.ravel(), large.ravel())[0, 1] > 0.95
+    stripes = np.full((500_000, 4), 255, np.uint8)
+    stripes[::1000] = 0  # one-pixel lines, 1,000 pixels apart
+    prepared = prepare_digit(Image.fromarray(stripes))
+    assert prepared.shape == (28, 28) and prepared.max() == 1.0
+
+
+def test_max_pooling_keeps_a_one_pixel_stroke():
+    from app.preprocessing.mnist import max_pool
+
+    ink = np.zeros((1000, 333), np.float32)
+    ink[:, 200] = 1.0  # a vertical line one pixel wide
+    pooled = max_pool(ink, 160)
+    assert pooled.shape == (143, 111)  # blocks of 7 x 3 (the last row of blocks padded)
+    assert pooled.sum(axis=1).tolist() == [1.0] * 143 and np.flatnonzero(pooled.any(axis=0)).tolist() == [66]
+    small = ink[:100, :100]
+    assert max_pool(small, 160) is small  # within the size: untouched

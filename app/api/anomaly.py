@@ -13,6 +13,7 @@ from app.api.deps import serving
 from app.api.query import ModelQuery, documented, model_field, read_query
 from app.api.records import RECORDS_REQUEST_BODY, read_records
 from app.api.schemas import ERROR_RESPONSES, json_response
+from app.errors import BadInput
 from app.preprocessing.records import denormalise_records, normalise_records, reconstruction_errors
 from app.store.manifest import Manifest
 
@@ -58,19 +59,28 @@ def score_results(
     preprocessing: dict, with_reconstruction: bool,
 ) -> list[RecordScore]:
     errors = reconstruction_errors(inputs, outputs)
+    ratios = errors / threshold
+    if not np.isfinite(ratios).all():  # JSON has no infinity: the answer would hold nulls
+        index = int(np.flatnonzero(~np.isfinite(ratios))[0])
+        raise BadInput(f"the record at index {index} cannot be scored: its values are too far outside the "
+                       f"model's range (the reconstruction error overflows); values as in the dataset are expected")
     rebuilt = denormalise_records(outputs, preprocessing) if with_reconstruction else None
     return [
         RecordScore(index=i, error=float(error), threshold=threshold, is_anomaly=bool(error > threshold),
-                    error_ratio=float(error / threshold),
+                    error_ratio=float(ratio),
                     reconstruction=rebuilt[i].tolist() if rebuilt is not None else None)
-        for i, error in enumerate(errors)
+        for i, (error, ratio) in enumerate(zip(errors, ratios, strict=True))
     ]
+
+
+# Below this an error / threshold ratio can overflow to infinity, which JSON cannot carry.
+MIN_THRESHOLD = 1e-12
 
 
 class AnomalyQuery(ModelQuery):
     model: str = model_field("ecg", "An anomaly model in /models.")
-    threshold: float | None = Field(None, gt=0, allow_inf_nan=False,
-                                    description="Override the model's threshold for this call.")
+    threshold: float | None = Field(None, ge=MIN_THRESHOLD, allow_inf_nan=False,
+                                    description="Override the model's threshold for this call (at least 1e-12).")
     reconstruction: bool = Field(False, description="Also return each record's reconstruction.")
 
 

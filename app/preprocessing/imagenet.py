@@ -12,21 +12,23 @@ from PIL import Image
 from app.preprocessing.images import to_rgb
 
 
-def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
-    width, height = image.size
-    scale = size / min(width, height)
-    new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
-    return image.resize(new_size, Image.BICUBIC)
+def resized_centre_crop(image: Image.Image, resize: int, crop: int) -> Image.Image:
+    """The central `crop` x `crop` square of `image` with its shorter side resized to `resize`.
 
-
-def centre_crop(image: Image.Image, size: int) -> Image.Image:
+    Only the source region under that square is resampled (PIL's `box`), with the same pixel grid
+    as resizing the whole image and cropping. Resizing the whole would scale a 1 x 100,000 image to
+    256 x 25,600,000 pixels (about 20 GB) before cropping it."""
     width, height = image.size
-    left, top = (width - size) // 2, (height - size) // 2
-    return image.crop((left, top, left + size, top + size))
+    scale = resize / min(width, height)
+    new_width, new_height = max(resize, round(width * scale)), max(resize, round(height * scale))
+    left, top = (new_width - crop) // 2, (new_height - crop) // 2
+    x_step, y_step = width / new_width, height / new_height  # source pixels per resized pixel
+    box = (left * x_step, top * y_step, (left + crop) * x_step, (top + crop) * y_step)
+    return image.resize((crop, crop), Image.BICUBIC, box=box)
 
 
 def prepare_imagenet(image: Image.Image, resize: int = 256, crop: int = 224,
                      mean: float = 127.0, scale: float = 128.0) -> np.ndarray:
     """Any image → a crop x crop x 3 float32 array, (RGB - mean) / scale."""
-    rgb = centre_crop(resize_shorter_side(to_rgb(image), resize), crop)
+    rgb = resized_centre_crop(to_rgb(image), resize, crop)
     return (np.asarray(rgb, dtype=np.float32) - mean) / scale

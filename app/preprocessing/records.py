@@ -30,7 +30,8 @@ def normalise_records(records: np.ndarray, preprocessing: dict[str, Any]) -> np.
     if preprocessing.get("kind") != STANDARDISE:
         raise ValueError(f"unknown record preprocessing {preprocessing.get('kind')!r}")
     mean, std = preprocessing["mean"], preprocessing["std"]
-    return ((np.asarray(records, dtype=np.float64) - mean) / std).astype(np.float32)
+    with np.errstate(over="ignore"):  # a value past float32's range becomes inf; the scorer refuses its record
+        return ((np.asarray(records, dtype=np.float64) - mean) / std).astype(np.float32)
 
 
 def denormalise_records(values: np.ndarray, preprocessing: dict[str, Any]) -> np.ndarray:
