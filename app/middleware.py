@@ -104,9 +104,17 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except (TooLarge, RequestTimeout) as error:
+        except Exception as error:
+            limit = failure or (error if isinstance(error, (TooLarge, RequestTimeout)) else None)
+            if limit is None:
+                raise
+            # The body broke a limit; whatever the app made of that (its own error, another
+            # exception wrapping it), the client is told the limit, if nothing was answered yet.
             if not started:
-                await self._reject(send, error.status_code, error.detail)
+                await self._reject(send, limit.status_code, limit.detail)
+            return
+        if failure is not None and not started:  # the app swallowed the limit's error and answered nothing
+            await self._reject(send, failure.status_code, failure.detail)
 
     def _too_large_detail(self) -> str:
         return f"request body over the limit of {self.max_bytes} bytes"

@@ -75,6 +75,23 @@ def test_a_new_version_is_swapped_in_and_a_corrupt_one_refused(own_store):
         assert client.post("/admin/models/nope/reload", headers={"X-API-Key": KEY}).status_code == 404
 
 
+def test_a_version_whose_preparation_cannot_work_is_refused_when_it_loads(own_store):
+    """An unknown preparation, or one that makes inputs the model cannot take, would fail every request."""
+    with TestClient(create_app(own_store)) as client:
+        for version, preprocessing in ((2, {"kind": "nope"}), (3, {"kind": "resized", "size": [32, 32], "colour_mode": "grayscale"})):
+            copy_version(own_store.MODEL_DIR, 1, version)
+            manifest_path = own_store.MODEL_DIR / f"digits/{version}/manifest.json"
+            manifest = json.loads(manifest_path.read_text())
+            manifest["preprocessing"] = preprocessing
+            manifest_path.write_text(json.dumps(manifest))
+        report = client.post("/admin/models/digits/reload", headers={"X-API-Key": KEY}).json()
+        assert report["refused"] == ["digits/2", "digits/3"]
+        errors = {v["version"]: v["error"] for v in client.get("/models").json()["data"][0]["versions"] if v.get("error")}
+        assert "unknown image preprocessing kind 'nope'" in errors[2]
+        assert "makes inputs of shape (32, 32, 1), the model takes (28, 28)" in errors[3]
+        assert classify(client).json()["version"] == 1
+
+
 def test_reloading_under_load_fails_no_request(own_store):
     with TestClient(create_app(own_store)) as client:
         statuses: list[int] = []

@@ -117,9 +117,10 @@ def test_query_parameters_are_validated_by_one_model_and_documented(client):
     body = client.post("/classify?k=0&version=x", files=upload).json()  # every bad parameter is named
     assert {tuple(e["loc"]) for e in body["errors"]} == {("query", "k"), ("query", "version")}
     assert "query.k: Input should be greater than or equal to 1" in body["detail"]
-    over = client.post("/classify?k=101", files=upload)  # a limit from the settings: the same shape
-    assert over.status_code == 422 and [tuple(e["loc"]) for e in over.json()["errors"]] == [("query", "k")]
-    assert over.json()["detail"] == "query.k: Input should be less than or equal to 100 (the MAX_K setting); got 101"
+    over = client.post("/classify?k=101&version=x", files=upload)  # a limit from the settings, named with the rest
+    assert over.status_code == 422
+    assert {tuple(e["loc"]) for e in over.json()["errors"]} == {("query", "k"), ("query", "version")}
+    assert "query.k: Input should be less than or equal to 100 (the MAX_K setting)" in over.json()["detail"]
     assert len(client.post("/classify?k=1&k=3&unknown=1", files=upload).json()["top"]) == 3  # the last value wins
     parameters = client.get("/openapi.json").json()["paths"]["/classify"]["post"]["parameters"]
     by_name = {p["name"]: p for p in parameters}

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.main import create_app
+from app.middleware import BodyLimitMiddleware
 from tests.conftest import make_settings, png_bytes, template_image
 
 
@@ -133,6 +134,22 @@ def test_a_streamed_upload_over_the_limit_or_stalling_gets_413_or_408_not_the_pa
     assert (status, answer["detail"]) == (413, "request body over the limit of 2000 bytes")
     status, answer = answer_to(app, [body[:500]], content_type, stall=True)
     assert (status, answer["detail"]) == (408, "the request body stalled for over 0.2 s")
+
+
+@pytest.mark.parametrize("handling", ["raises another error", "answers nothing"])
+def test_the_limit_is_answered_whatever_the_app_makes_of_its_error(handling):
+    async def app(scope, receive, send):
+        try:
+            while (await receive()).get("more_body"):
+                pass
+        except Exception as error:
+            if handling == "raises another error":
+                raise RuntimeError("wrapped") from error
+
+    limited = BodyLimitMiddleware(app, max_bytes=2000, read_timeout=0.2)
+    body, content_type = multipart_body(5000)
+    assert answer_to(limited, [body[:3000], body[3000:]], content_type, stall=False)[0] == 413
+    assert answer_to(limited, [body[:500]], content_type, stall=True)[0] == 408
 
 
 def test_no_models_means_404_not_500(tmp_path):

@@ -195,6 +195,11 @@ def test_preparation_resamples_only_the_crop_as_resizing_the_whole_would():
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (375, 500, 3), dtype=np.uint8))
     whole = photo.resize((341, 256), Image.BICUBIC).crop((58, 16, 282, 240))
     np.testing.assert_allclose(prepare_imagenet(photo), (np.asarray(whole, np.float32) - 127) / 128, atol=1 / 128)
+    from skimage import data  # a photo enlarged (shorter side under 256): the other branch of the grid
+
+    cat = Image.fromarray(data.chelsea()).resize((200, 133), Image.BICUBIC)
+    whole = cat.resize((385, 256), Image.BICUBIC).crop((80, 16, 304, 240))
+    np.testing.assert_allclose(prepare_imagenet(cat), (np.asarray(whole, np.float32) - 127) / 128, atol=1 / 128)
     line = Image.new("L", (1, 100_000), 30)
     line.paste(200, (0, 49_990, 1, 50_010))  # light in the middle only
     prepared = prepare_imagenet(line)  # the crop covers the central 0.9 of the 100,000 pixels

@@ -278,6 +278,7 @@ def test_unknown_word_is_a_404_with_close_spellings(words_client):
     ("/similar-words", {"word": "two words"}, "give one word"),
     ("/similar-words", {"word": "cat", "k": 0}, "k"),
     ("/similar-words", {"word": "cat", "k": 101}, "query.k: Input should be less than or equal to 100 (the MAX_K setting)"),
+    ("/analogy", {"positive": ["cat"], "k": 101, "version": "x"}, "query.k: Input should be less than or equal to 100"),
     ("/similar-words", {}, "word"),
     ("/analogy", {}, "positive"),
     ("/analogy", {"positive": ["cat"] * 11}, "at most 10"),

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import Field
 
 from app.api.deps import serving
-from app.api.query import ModelQuery, documented, model_field, over_limit, read_query
+from app.api.query import ModelQuery, at_most_setting, documented, model_field, read_query
 from app.api.schemas import ERROR_RESPONSES, ClassProbability, Prediction, PredictionList, json_response
 from app.api.uploads import read_uploads, upload_preparer
 
@@ -28,7 +28,7 @@ def rank_classes(probabilities: np.ndarray, labels: list[str], k: int) -> list[C
 
 class ClassifyQuery(ModelQuery):
     model: str = model_field("digits", "A classifier in /models.")
-    k: int | None = Field(None, ge=1, description="How many top classes to return.")
+    k: Annotated[int | None, at_most_setting("MAX_K")] = Field(None, ge=1, description="How many top classes to return.")
 
 
 @router.post("", response_model=Prediction | PredictionList, openapi_extra=documented(ClassifyQuery))
@@ -42,8 +42,6 @@ async def classify_images(
     model, k = query.model, query.k
     loaded = store.get(model, query.version, task="classify")
     manifest = loaded.manifest
-    if k is not None and k > settings.MAX_K:
-        raise over_limit("k", k, settings.MAX_K, "MAX_K")
     top_k = min(k or default_k(len(manifest.labels)), len(manifest.labels))
     contents = await read_uploads(file, settings)
     prepare = upload_preparer(manifest.preprocessing, settings)

@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic_core import PydanticCustomError
 
 Query = TypeVar("Query", bound=BaseModel)
 
@@ -52,22 +53,32 @@ def read_query(request: Request, shape: type[Query]) -> Query:
     Called in the handler, so it runs after FastAPI has read the body: a request with both a bad
     query and a missing upload is told about the upload first."""
     params = request.query_params
+    app = request.scope.get("app")  # its settings hold the limits of `at_most_setting` fields
+    settings = getattr(app.state, "settings", None) if app is not None else None
     values: dict[str, Any] = dict(params)
     for name in repeated_fields(shape):
         if name in values:
             values[name] = params.getlist(name)
     try:
-        return shape.model_validate(values)
+        return shape.model_validate(values, context={"settings": settings})
     except ValidationError as error:
         problems = [{**problem, "loc": ("query", *problem["loc"])} for problem in error.errors(include_url=False)]
         raise RequestValidationError(problems) from None
 
 
-def over_limit(name: str, value: int, limit: int, setting: str) -> RequestValidationError:
-    """The 422 for a query parameter over a limit the settings fix (`k` over `MAX_K`), in the same
-    shape as the model's own checks: `errors` names the parameter."""
-    message = f"Input should be less than or equal to {limit} (the {setting} setting); got {value}"
-    return RequestValidationError([{"loc": ("query", name), "msg": message, "type": "less_than_equal"}])
+def at_most_setting(setting: str) -> AfterValidator:
+    """A query field's upper bound fixed by a setting (`k` at most `MAX_K`): checked with the other
+    parameters, so every bad one is named in the same 422 (`read_query` passes the settings)."""
+
+    def check(value: Any, info: ValidationInfo) -> Any:
+        settings = (info.context or {}).get("settings")
+        limit = getattr(settings, setting, None)
+        if value is not None and limit is not None and value > limit:
+            raise PydanticCustomError("less_than_equal", "Input should be less than or equal to {limit} (the {setting} "
+                                      "setting)", {"limit": limit, "setting": setting})
+        return value
+
+    return AfterValidator(check)
 
 
 def documented(shape: type[BaseModel], **extra: Any) -> dict[str, Any]:

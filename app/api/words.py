@@ -8,6 +8,7 @@ matrix product through `loaded.infer`. A word's query vector is its column of th
 from __future__ import annotations
 
 import difflib
+from typing import Annotated
 
 import keras
 import numpy as np
@@ -16,9 +17,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from app.api.deps import serving
-from app.api.query import ModelQuery, documented, model_field, over_limit, read_query
+from app.api.query import ModelQuery, at_most_setting, documented, model_field, read_query
 from app.api.schemas import ERROR_RESPONSES, json_response
-from app.config import Settings
 from app.errors import BadInput, NotFound
 from app.preprocessing.words import tokenize
 from app.store.store import LoadedModel, ModelStore
@@ -89,9 +89,9 @@ def word_vectors(loaded: LoadedModel, ids: list[int]) -> np.ndarray:
     return vectors[np.asarray(ids)]
 
 
-def check_k(k: int, vocabulary: list[str], excluded: int, settings: Settings) -> int:
-    if k > settings.MAX_K:
-        raise over_limit("k", k, settings.MAX_K, "MAX_K")
+def words_to_return(k: int, vocabulary: list[str], excluded: int) -> int:
+    """`k`, or fewer when the vocabulary without the query's own words is smaller (`k` itself is at
+    most MAX_K, checked with the query)."""
     return min(k, len(vocabulary) - excluded)
 
 
@@ -146,24 +146,24 @@ class WordsQuery(ModelQuery):
 
 class SimilarQuery(WordsQuery):
     word: str = Field(min_length=1, max_length=MAX_WORD_CHARS, description="One word.")
-    k: int = Field(10, ge=1, description="How many words to return (at most MAX_K).")
+    k: Annotated[int, at_most_setting("MAX_K")] = Field(10, ge=1, description="How many words to return (at most MAX_K).")
 
 
 class AnalogyQuery(WordsQuery):
     positive: list[str] = Field(min_length=1, description="Words to add (repeat the parameter).")
     negative: list[str] = Field([], description="Words to subtract (repeat the parameter).")
-    k: int = Field(5, ge=1, description="How many words to return (at most MAX_K).")
+    k: Annotated[int, at_most_setting("MAX_K")] = Field(5, ge=1, description="How many words to return (at most MAX_K).")
 
 
 @router.get("/similar-words", response_model=SimilarWords, openapi_extra=documented(SimilarQuery))
 async def read_similar_words(request: Request) -> Response:
     """The k words nearest to a word by cosine similarity, best first."""
-    store, settings = serving(request)
+    store, _ = serving(request)
     query = read_query(request, SimilarQuery)
     model, k = query.model, query.k
     loaded = words_model(store, model, query.version)
     word = read_word(query.word, "word")
-    top_k = check_k(k, loaded.manifest.labels, 1, settings)
+    top_k = words_to_return(k, loaded.manifest.labels, 1)
     ids = word_ids(loaded, [word])
     body = await similar_words_answer(loaded, model, word, ids[0], top_k)
     return Response(body, media_type="application/json")
@@ -182,7 +182,7 @@ async def read_analogy(request: Request) -> Response:
     vocabulary = loaded.manifest.labels
     plus = [read_word(w, "positive") for w in positive]
     minus = [read_word(w, "negative") for w in negative]
-    top_k = check_k(query.k, vocabulary, len(set(plus + minus)), settings)
+    top_k = words_to_return(query.k, vocabulary, len(set(plus + minus)))
     plus_ids, minus_ids = word_ids(loaded, plus), word_ids(loaded, minus)
     vectors = word_vectors(loaded, plus_ids + minus_ids)
     direction = vectors[: len(plus_ids)].sum(axis=0) - vectors[len(plus_ids) :].sum(axis=0)

@@ -57,3 +57,23 @@ def prepare_image(image: Image.Image, preprocessing: dict[str, Any]) -> np.ndarr
     if isinstance(result, BadInput):
         raise result
     return result
+
+
+def check_preparation(preprocessing: dict[str, Any], input_shape: list[int]) -> None:
+    """Refuse, when a version loads, an image preparation that could not prepare any upload: an
+    unknown kind, parameters it rejects, or rows of another shape than the model's input. Otherwise
+    every request to that version would fail."""
+    kind = preprocessing.get("kind")
+    if kind not in PREPARERS:
+        raise ValueError(f"unknown image preprocessing kind {kind!r} (known: {', '.join(PREPARERS)})")
+    sample = Image.new("L", (64, 64), 255)
+    sample.paste(0, (24, 16, 40, 48))  # something on a plain background, as a photo of one item
+    try:
+        (rows,) = prepare_images([sample], preprocessing)
+    except Exception as error:
+        raise ValueError(f"the image preprocessing {preprocessing} fails: {error}") from None
+    if isinstance(rows, BadInput):
+        raise ValueError(f"the image preprocessing {preprocessing} refuses a plain test image: {rows.detail}")
+    if tuple(rows.shape) != tuple(input_shape):
+        raise ValueError(f"the image preprocessing {preprocessing} makes inputs of shape {tuple(rows.shape)}, "
+                         f"the model takes {tuple(input_shape)}")

@@ -18,6 +18,8 @@ def resized_centre_crop(image: Image.Image, resize: int, crop: int) -> Image.Ima
     Only the source region under that square is resampled (PIL's `box`), with the same pixel grid
     as resizing the whole image and cropping. Resizing the whole would scale a 1 x 100,000 image to
     256 x 25,600,000 pixels (about 20 GB) before cropping it."""
+    if crop > resize:
+        raise ValueError(f"the crop ({crop}) must not be larger than the resized shorter side ({resize})")
     width, height = image.size
     scale = resize / min(width, height)
     new_width, new_height = max(resize, round(width * scale)), max(resize, round(height * scale))

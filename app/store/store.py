@@ -19,6 +19,7 @@ import numpy as np
 from app.detection.tiled import TILES_PER_CALL
 from app.detection.views import view_count
 from app.errors import BadInput, NotFound
+from app.preprocessing import check_preparation
 from app.serving import metrics
 from app.serving.batching import DynamicBatcher, Prepare, prepare_together
 from app.serving.runtime import CompiledModel
@@ -122,6 +123,8 @@ def load_version(path: Path, device: str, batching: BatchingPolicy = no_batching
     model = keras.saving.load_model(weights, compile=False, safe_mode=True)
     top_k = min(embedding_top_k, len(manifest.labels)) if manifest.task == "embedding" else None
     max_rows = None
+    if manifest.task == "classify":
+        check_preparation(manifest.preprocessing, manifest.input_spec.shape)
     if manifest.task == "detect":
         view_count((manifest.model_extra or {}).get("detection", {}))  # a bad flip_views refuses the version
         max_rows = TILES_PER_CALL
