@@ -92,6 +92,40 @@ def test_a_version_whose_preparation_cannot_work_is_refused_when_it_loads(own_st
         assert classify(client).json()["version"] == 1
 
 
+def test_a_version_that_disagrees_with_its_network_is_refused_and_retried_once_fixed(own_store):
+    """Labels that do not match the outputs, or another task's manifest, would fail every request."""
+    def edit(version: int, **fields) -> None:
+        path = own_store.MODEL_DIR / f"digits/{version}/manifest.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+    with TestClient(create_app(own_store)) as client:
+        copy_version(own_store.MODEL_DIR, 1, 2)
+        copy_version(own_store.MODEL_DIR, 1, 3)
+        edit(2, labels=["0", "1", "2"])
+        edit(3, task="anomaly", threshold=0.1)
+        shutil.copytree(own_store.MODEL_DIR / "digits/1", own_store.MODEL_DIR / "digits/\u00b2")  # '²': not a version
+        report = client.post("/admin/models/reload", headers={"X-API-Key": KEY}).json()
+        assert report == {"loaded": [], "refused": ["digits/2", "digits/3"], "unloaded": []}
+        errors = {v["version"]: v["error"] for v in client.get("/models").json()["data"][0]["versions"] if v.get("error")}
+        assert "the manifest names 3 labels but the network outputs (10,)" in errors[2]
+        assert "an autoencoder must output its input's shape (28, 28), not (10,)" in errors[3]
+        assert classify(client).json()["version"] == 1
+        edit(2, labels=[str(d) for d in range(10)])  # fixed: a plain reload (the watcher's) tries it again
+        report = client.post("/admin/models/reload", headers={"X-API-Key": KEY}).json()
+        assert report == {"loaded": ["digits/2"], "refused": [], "unloaded": []}
+        assert classify(client).json()["version"] == 2
+
+
+def test_a_model_with_only_refused_versions_leaves_the_list_when_its_folder_goes(own_store):
+    with TestClient(create_app(own_store)) as client:
+        shutil.copytree(own_store.MODEL_DIR / "digits", own_store.MODEL_DIR / "broken")  # manifest says digits
+        client.post("/admin/models/reload", headers={"X-API-Key": KEY})
+        assert "broken" in [m["name"] for m in client.get("/models").json()["data"]]
+        shutil.rmtree(own_store.MODEL_DIR / "broken")
+        client.post("/admin/models/reload", headers={"X-API-Key": KEY})
+        assert [m["name"] for m in client.get("/models").json()["data"]] == ["digits"]
+
+
 def test_reloading_under_load_fails_no_request(own_store):
     with TestClient(create_app(own_store)) as client:
         statuses: list[int] = []

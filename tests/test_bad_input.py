@@ -152,6 +152,12 @@ def test_the_limit_is_answered_whatever_the_app_makes_of_its_error(handling):
     assert answer_to(limited, [body[:500]], content_type, stall=True)[0] == 408
 
 
+def test_a_wrong_method_is_405_with_the_allowed_ones(client):
+    response = client.get("/classify")
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert response.json()["detail"] == "Method Not Allowed"
+
+
 def test_no_models_means_404_not_500(tmp_path):
     with TestClient(create_app(make_settings(tmp_path))) as empty:
         assert_error(post(empty, template_image(1)), 404, "unknown model")

@@ -14,11 +14,12 @@ from app.errors import ApiError
 log = logging.getLogger(__name__)
 
 
-def _error(status: int, detail: str, request: Request, errors: list | None = None) -> JSONResponse:
+def _error(status: int, detail: str, request: Request, errors: list | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
     body = {"detail": detail, "request_id": getattr(request.state, "request_id", None)}
     if errors is not None:
         body["errors"] = errors
-    return JSONResponse(status_code=status, content=body)
+    return JSONResponse(status_code=status, content=body, headers=headers)
 
 
 def _location(error: dict) -> str:
@@ -41,7 +42,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        return _error(error.status_code, str(error.detail), request)
+        return _error(error.status_code, str(error.detail), request, headers=error.headers)  # a 405's Allow
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:

@@ -20,14 +20,16 @@ class ReadyPublic(BaseModel):
     models: list[str]
 
 
+# `async def`: answered on the event loop, never waiting for a worker thread (all of them may be
+# busy with uploads or model reloads, and a liveness probe must not time out then).
 @router.get("/health", response_model=HealthPublic)
-def read_health() -> HealthPublic:
+async def read_health() -> HealthPublic:
     """The process is alive."""
     return HealthPublic(status="ok")
 
 
 @router.get("/ready", response_model=ReadyPublic, responses={503: {"model": ReadyPublic}})
-def read_ready(request: Request) -> JSONResponse:
+async def read_ready(request: Request) -> JSONResponse:
     """Models are loaded and requests can be served (503 until then)."""
     ready = bool(getattr(request.app.state, "ready", False))
     store = getattr(request.app.state, "store", None)

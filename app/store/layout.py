@@ -12,6 +12,21 @@ from pathlib import Path
 from app.store.manifest import MANIFEST
 
 
+def is_version_name(name: str) -> bool:
+    """A version folder's name: ASCII digits only ('²' is a digit to `str.isdigit` but not to `int`)."""
+    return name.isascii() and name.isdigit()
+
+
+def version_mark(folder: Path) -> tuple:
+    """Size and modification time of each file in a version folder: changes when a file is replaced
+    or edited, so a refused version is tried again once it is fixed."""
+    try:
+        return tuple(sorted((entry.name, entry.stat().st_size, entry.stat().st_mtime_ns)
+                            for entry in folder.iterdir() if entry.is_file()))
+    except OSError:  # the folder went away meanwhile
+        return ()
+
+
 def complete_versions(model_dir: Path, name: str) -> list[int]:
     """Version numbers of `name` that are complete; temporary or half-written folders are ignored."""
     root = model_dir / name
@@ -19,7 +34,7 @@ def complete_versions(model_dir: Path, name: str) -> list[int]:
         return []
     return sorted(
         int(child.name) for child in root.iterdir()
-        if child.name.isdigit() and (child / MANIFEST).is_file()
+        if is_version_name(child.name) and (child / MANIFEST).is_file()
     )
 
 
@@ -45,7 +60,7 @@ def new_version(model_dir: Path, name: str) -> Iterator[tuple[Path, int]]:
     """
     root = model_dir / name
     root.mkdir(parents=True, exist_ok=True)
-    taken = [int(c.name) for c in root.iterdir() if c.name.isdigit()]
+    taken = [int(c.name) for c in root.iterdir() if is_version_name(c.name)]
     version = max(taken, default=0) + 1
     staging = root / f".tmp-{uuid.uuid4().hex}"
     staging.mkdir()

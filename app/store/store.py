@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hashlib
 import logging
@@ -19,11 +20,11 @@ import numpy as np
 from app.detection.tiled import TILES_PER_CALL
 from app.detection.views import view_count
 from app.errors import BadInput, NotFound
-from app.preprocessing import check_preparation
 from app.serving import metrics
 from app.serving.batching import DynamicBatcher, Prepare, prepare_together
 from app.serving.runtime import CompiledModel
-from app.store.layout import complete_versions, model_names, version_dir
+from app.store.checks import check_version
+from app.store.layout import complete_versions, model_names, version_dir, version_mark
 from app.store.manifest import MODEL_FILE, Manifest, read_manifest
 
 log = logging.getLogger(__name__)
@@ -122,9 +123,8 @@ def load_version(path: Path, device: str, batching: BatchingPolicy = no_batching
         raise ValueError(f"{weights} does not match the sha256 in its manifest")
     model = keras.saving.load_model(weights, compile=False, safe_mode=True)
     top_k = min(embedding_top_k, len(manifest.labels)) if manifest.task == "embedding" else None
+    check_version(manifest, model)
     max_rows = None
-    if manifest.task == "classify":
-        check_preparation(manifest.preprocessing, manifest.input_spec.shape)
     if manifest.task == "detect":
         view_count((manifest.model_extra or {}).get("detection", {}))  # a bad flip_views refuses the version
         max_rows = TILES_PER_CALL
@@ -163,8 +163,11 @@ class ModelStore:
     embedding_top_k: int = EMBEDDING_TOP_K
     loaded: dict[str, dict[int, LoadedModel]] = field(default_factory=dict)
     failures: dict[str, dict[int, str]] = field(default_factory=dict)
+    # What each refused version's files looked like when it was refused: changed files are retried.
+    refused_marks: dict[tuple[str, int], tuple] = field(default_factory=dict)
     retired: list[LoadedModel] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    refreshing: asyncio.Lock = field(default_factory=asyncio.Lock)  # one `refresh_store` at a time
 
     def load_all(self) -> None:
         self.refresh()
@@ -178,12 +181,11 @@ class ModelStore:
         """
         report: dict[str, list[str]] = {"loaded": [], "refused": [], "unloaded": []}
         with self._lock:
-            names = [name] if name else sorted(set(model_names(self.model_dir)) | set(self.loaded))
+            names = [name] if name else sorted(set(model_names(self.model_dir)) | set(self.loaded) | set(self.failures))
             for model in names:
                 on_disk = complete_versions(self.model_dir, model)
                 for version in on_disk:
-                    known = version in self.loaded.get(model, {}) or version in self.failures.get(model, {})
-                    if force or not known:
+                    if force or not self._known(model, version):
                         ok = self.load(model, version)
                         report["loaded" if ok else "refused"].append(f"{model}/{version}")
                 for version in sorted(set(self.loaded.get(model, {})) - set(on_disk)):
@@ -191,10 +193,18 @@ class ModelStore:
                     report["unloaded"].append(f"{model}/{version}")
                 for version in set(self.failures.get(model, {})) - set(on_disk):
                     self.failures[model].pop(version)
+                    self.refused_marks.pop((model, version), None)
                 if not self.loaded.get(model) and not self.failures.get(model):
                     self.loaded.pop(model, None)
                     self.failures.pop(model, None)
         return report
+
+    def _known(self, name: str, version: int) -> bool:
+        """Loaded, or refused and unchanged on disk since (a fixed folder is loaded again)."""
+        if version in self.loaded.get(name, {}) and version not in self.failures.get(name, {}):
+            return True
+        mark = self.refused_marks.get((name, version))
+        return mark is not None and mark == version_mark(version_dir(self.model_dir, name, version))
 
     def _unload(self, name: str, version: int) -> None:
         versions = dict(self.loaded.get(name, {}))
@@ -209,8 +219,10 @@ class ModelStore:
         except Exception as error:  # any failure to load must leave the service serving
             log.error("refused %s version %s: %s", name, version, error)
             self.failures.setdefault(name, {})[version] = f"{type(error).__name__}: {error}"
+            self.refused_marks[(name, version)] = version_mark(path)
             return None
         self.failures.get(name, {}).pop(version, None)
+        self.refused_marks.pop((name, version), None)
         previous = self.loaded.get(name, {}).get(version)
         # Replace the mapping rather than mutate it, so readers always see a whole one.
         self.loaded = {**self.loaded, name: {**self.loaded.get(name, {}), version: model}}

@@ -14,8 +14,13 @@ log = logging.getLogger(__name__)
 
 
 async def refresh_store(store: ModelStore, name: str | None = None, force: bool = False) -> dict[str, list[str]]:
-    """Load what changed on disk (in a worker thread), then retire what it replaced."""
-    report = await anyio.to_thread.run_sync(store.refresh, name, force)
+    """Load what changed on disk (in a worker thread), then retire what it replaced.
+
+    One refresh at a time, queued here on the event loop: refreshes waiting on the store's lock in
+    worker threads would hold the threads every plain `def` route needs (60 concurrent admin
+    reloads stalled /models for 30 s)."""
+    async with store.refreshing:
+        report = await anyio.to_thread.run_sync(store.refresh, name, force)
     await store.close_retired()
     if any(report.values()):
         log.info("model store refreshed: %s", report)
