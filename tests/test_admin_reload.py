@@ -172,6 +172,8 @@ def test_cors_is_off_by_default_and_configurable(client, trained_settings):
     with TestClient(create_app(settings)) as cors:
         response = cors.options("/classify", headers=preflight)
         assert response.headers["access-control-allow-origin"] == "https://a.example"
+        relabel = {**preflight, "Access-Control-Request-Method": "PATCH"}  # the admin run endpoints
+        assert cors.options("/admin/runs/x", headers=relabel).status_code == 200
 
 
 def test_json_logs_carry_the_request_id(capsys):
