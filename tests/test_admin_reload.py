@@ -68,9 +68,11 @@ def test_a_new_version_is_swapped_in_and_a_corrupt_one_refused(own_store):
         assert digits["served_version"] == 2
         refused = [v for v in digits["versions"] if v["status"] == "refused"]
         assert refused[0]["version"] == 3 and "sha256" in refused[0]["error"]
+        assert 'labnets_model_load_seconds{model="digits",version="2"}' in client.get("/metrics").text
         shutil.rmtree(own_store.MODEL_DIR / "digits/2")
         report = client.post("/admin/models/reload", headers={"X-API-Key": KEY}).json()
         assert report["unloaded"] == ["digits/2"]
+        assert 'labnets_model_load_seconds{model="digits",version="2"}' not in client.get("/metrics").text
         assert classify(client).json()["version"] == 1
         assert client.post("/admin/models/nope/reload", headers={"X-API-Key": KEY}).status_code == 404
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hashlib
 import logging
@@ -210,6 +211,8 @@ class ModelStore:
         versions = dict(self.loaded.get(name, {}))
         self.retired.append(versions.pop(version))
         self.loaded = {**self.loaded, name: versions}
+        with contextlib.suppress(KeyError):  # its load-time series goes with it: /metrics lists what is loaded
+            metrics.MODEL_LOAD_SECONDS.remove(name, str(version))
 
     def load(self, name: str, version: int) -> LoadedModel | None:
         """Load one version beside the others; a broken version is logged and reported, not fatal."""
