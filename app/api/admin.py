@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from app.api.auth import require_admin
 from app.api.deps import SessionDep, StoreDep
-from app.api.runs import RunId, RunPublic, find_run, to_public
+from app.api.runs import RunId, RunPublic, to_public
 from app.api.schemas import error_responses
 from app.errors import NotFound
 from app.runs import registry
@@ -30,8 +30,16 @@ class ReloadReport(BaseModel):
     unloaded: list[str] = Field(description="Versions whose folders disappeared.")
 
 
+# No control characters (C0, DEL, C1): PostgreSQL text cannot hold NUL, and a label is one line of text.
+LABEL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+
+
 class RunLabel(BaseModel):
-    label: str | None = Field(None, max_length=128, description="A free-form label; null clears it.")
+    # Required, so a body that forgets it (`{}`) is refused rather than taken as "clear the label".
+    label: str | None = Field(
+        max_length=128, pattern=LABEL_PATTERN,
+        description="A free-form label of one line, at most 128 characters; null clears it.",
+    )
 
 
 @router.post("/models/reload", response_model=ReloadReport)
@@ -53,12 +61,15 @@ async def reload_model(
 @router.patch("/runs/{run_id}", response_model=RunPublic)
 def relabel_run(run_id: RunId, body: RunLabel, session: SessionDep) -> RunPublic:
     """Set or clear a run's label."""
-    find_run(session, run_id)
-    return to_public(registry.update_run(session, run_id, label=body.label))
+    run = registry.relabel_run(session, run_id, body.label)
+    if run is None:
+        raise NotFound(f"run '{run_id}' not found")
+    return to_public(run)
 
 
 @router.delete("/runs/{run_id}", status_code=204, response_class=Response)
 def delete_run(run_id: RunId, session: SessionDep) -> Response:
     """Delete a run record (its model version, if any, stays in the store)."""
-    registry.delete_run(session, find_run(session, run_id))
+    if not registry.delete_run(session, run_id):
+        raise NotFound(f"run '{run_id}' not found")
     return Response(status_code=204)

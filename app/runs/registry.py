@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.runs.models import Run, as_utc
@@ -197,6 +197,26 @@ def import_record(session: Session, record: dict[str, Any]) -> bool:
     return True
 
 
-def delete_run(session: Session, run: Run) -> None:
-    session.delete(run)
+def relabel_run(session: Session, run_id: str, label: str | None) -> Run | None:
+    """Set a run's label; None if no run has that id (any more).
+
+    One conditional UPDATE, not load-change-flush: a run deleted by another request after it was
+    loaded would make the flush fail with StaleDataError; here it is a plain miss.
+    """
+    run = session.scalars(
+        update(Run).where(Run.id == run_id).values(label=label).returning(Run),
+        execution_options={"populate_existing": True},
+    ).one_or_none()
     session.commit()
+    return run
+
+
+def delete_run(session: Session, run_id: str) -> bool:
+    """Delete a run; False if no run has that id (any more, e.g. a concurrent delete was first).
+
+    One conditional DELETE whose row count answers; deleting a loaded object whose row has gone
+    meanwhile would only warn, and report success.
+    """
+    deleted = session.execute(delete(Run).where(Run.id == run_id)).rowcount
+    session.commit()
+    return deleted > 0
