@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import io
+import tracemalloc
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.detection.boxes import iou_matrix, merge_tiles, nms
+from app.detection import boxes as box_module
+from app.detection.boxes import MAX_CANDIDATES, iou_matrix, merge_tiles, nms
 from app.detection.centernet import decode, encode
 from app.detection.tiled import detections_from_outputs, tile_for_model
 from app.detection.views import FLIPS, averaged_views, unmirrored_output, view_count, with_mirrors
@@ -85,6 +87,82 @@ def test_iou_and_nms_on_exact_boxes():
     close = [1, 0, 11, 10]  # IoU with a = 90 / 110
     assert nms(np.array([a, close, c, b]), np.array([0.6, 0.9, 0.5, 0.4])).tolist() == [1, 2, 3]
     assert nms(np.array([a, close]), np.array([0.6, 0.9]), iou_threshold=0.95).tolist() == [1, 0]
+
+
+def quadratic_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.5) -> np.ndarray:
+    """The NMS `/detect` shipped with before it went linear: the reference its results must match."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    overlaps = iou_matrix(boxes, boxes)
+    keep: list[int] = []
+    suppressed = np.zeros(len(order), dtype=bool)
+    for index in order:
+        if suppressed[index]:
+            continue
+        keep.append(int(index))
+        suppressed |= overlaps[index] > iou_threshold
+    return np.asarray(keep, dtype=np.int64)
+
+
+def random_boxes(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Crowded boxes around a few centres (so many overlap), with tied scores, exact duplicates and
+    boxes of no area among them."""
+    centres = rng.uniform(0, 200, (max(1, count // 8), 2))[rng.integers(0, max(1, count // 8), count)]
+    centres += rng.normal(0, 6, (count, 2))
+    sizes = rng.uniform(4, 40, (count, 2))
+    boxes = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1)
+    scores = np.round(rng.random(count), 2)  # ties
+    if count >= 4:
+        boxes[1] = boxes[0]  # a duplicate
+        boxes[2, 2] = boxes[2, 0]  # no width
+        scores[3] = scores[0]
+    return boxes, scores
+
+
+@pytest.mark.parametrize("iou_threshold", [0.0, 0.1, 0.3, 0.5, 0.7, 0.95, 1.0])
+def test_linear_nms_keeps_exactly_what_the_quadratic_one_kept(iou_threshold):
+    rng = np.random.default_rng(int(iou_threshold * 100))
+    for count in (0, 1, 2, 3, 5, 17, 64, 300, 1000):
+        boxes, scores = random_boxes(rng, count)
+        expected = quadratic_nms(boxes, scores, iou_threshold)
+        assert nms(boxes, scores, iou_threshold).tolist() == expected.tolist()
+        assert nms(boxes, scores, iou_threshold, max_candidates=None).tolist() == expected.tolist()
+        assert nms(boxes, scores, iou_threshold).dtype == np.int64
+
+
+def test_nms_takes_only_the_best_candidates():
+    # A grid of disjoint boxes: NMS would keep them all, so the cap alone decides how many are kept.
+    side = int(np.ceil(np.sqrt(MAX_CANDIDATES + 700)))
+    xs, ys = np.meshgrid(np.arange(side) * 10.0, np.arange(side) * 10.0)
+    boxes = np.stack([xs.ravel(), ys.ravel(), xs.ravel() + 8, ys.ravel() + 8], axis=1)
+    scores = np.random.default_rng(0).random(len(boxes))
+    best = np.argsort(-scores, kind="stable")
+    kept = nms(boxes, scores)
+    assert len(boxes) > MAX_CANDIDATES and kept.tolist() == best[:MAX_CANDIDATES].tolist()
+    assert nms(boxes, scores, max_candidates=10).tolist() == best[:10].tolist()
+    assert len(nms(boxes, scores, max_candidates=None)) == len(boxes)
+    # Under the cap, the cap changes nothing: the same boxes as the quadratic NMS.
+    boxes, scores = random_boxes(np.random.default_rng(1), 200)
+    assert nms(boxes, scores, max_candidates=200).tolist() == quadratic_nms(boxes, scores).tolist()
+    best = np.argsort(-scores, kind="stable")[:50]
+    assert nms(boxes, scores, max_candidates=50).tolist() == best[quadratic_nms(boxes[best], scores[best])].tolist()
+
+
+def test_every_cell_firing_is_answered_with_at_most_the_cap():
+    """score_threshold 0 on noise: every cell of every tile is a candidate. The image keeps at most
+    MAX_CANDIDATES boxes, and no candidates x candidates overlap matrix is ever made."""
+    tiled = tile_for_model(np.zeros((1200, 1200, 3), np.uint8), 64, 16)
+    outputs = np.zeros((len(tiled.batch), 8, 8, 5), np.float32)
+    outputs[..., 0], outputs[..., 1:3] = 0.25, 0.5  # flat heat: every cell is a peak; boxes one cell wide
+    cells = (1200 // 8) ** 2
+    assert cells > 2 * MAX_CANDIDATES
+    tracemalloc.start()
+    try:
+        boxes, scores = detections_from_outputs(outputs, tiled, 8, 0.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(boxes) == len(scores) == MAX_CANDIDATES  # disjoint boxes: NMS keeps every candidate it sees
+    assert peak < 8 * MAX_CANDIDATES**2 / 4  # a quarter of one float64 MAX_CANDIDATES x MAX_CANDIDATES matrix
 
 
 def test_encode_then_decode_returns_the_boxes():
@@ -337,6 +415,18 @@ def test_detect_answers_boxes_in_image_coordinates(detect_client):
     one_view = detect_client.post("/detect?flip_views=1&score_threshold=0.05",
                                   files={"file": ("p.png", png_bytes(scene.pixels))}).json()
     assert one_view["flip_views"] == 1 and body["flip_views"] == 4 and one_view["detections"] != body["detections"]
+
+
+def test_detect_on_noise_with_every_peak_answers_at_most_the_cap(detect_client, monkeypatch):
+    noise = np.random.default_rng(5).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    request = ("/detect?flip_views=1&score_threshold=0", {"file": ("n.jpg", png_bytes(noise, "JPEG"), "image/jpeg")})
+    uncapped = detect_client.post(request[0], files=request[1]).json()
+    assert uncapped["count"] > 40
+    monkeypatch.setattr(box_module, "MAX_CANDIDATES", 40)
+    capped = detect_client.post(request[0], files=request[1]).json()
+    assert capped["count"] == len(capped["detections"]) <= 40
+    # The cap keeps the best-scored candidates, so the strongest detections are the same.
+    assert capped["detections"][:5] == uncapped["detections"][:5]
 
 
 def test_detect_draws_png(detect_client):

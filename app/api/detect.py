@@ -81,6 +81,14 @@ def tile_images(contents: list[tuple[str, bytes]], fields: dict[str, Any], prepr
     return tiled, with_mirrors(np.concatenate([tiles.batch for _, tiles in tiled]), views)
 
 
+def image_detections(rows: np.ndarray, tiles: TiledImage, fields: dict[str, Any], threshold: float,
+                     label: str) -> list[Detection]:
+    """One image's model outputs → its detections, best first (merging tiles and NMS: run off the event loop)."""
+    boxes, scores = detections_from_outputs(rows, tiles, fields["stride"], threshold, fields["nms_iou"])
+    return [Detection(x1=round(b[0], 1), y1=round(b[1], 1), x2=round(b[2], 1), y2=round(b[3], 1),
+                      label=label, score=round(float(s), 4)) for b, s in zip(boxes, scores, strict=True)]
+
+
 def draw_boxes(image: Image.Image, detections: list[Detection]) -> bytes:
     canvas = image.copy()
     pen = ImageDraw.Draw(canvas)
@@ -129,9 +137,7 @@ async def detect_objects(
     for upload, (image, tiles) in zip(file, tiled, strict=True):
         rows = outputs[start : start + len(tiles.batch)]
         start += len(tiles.batch)
-        boxes, scores = detections_from_outputs(rows, tiles, fields["stride"], threshold, fields["nms_iou"])
-        detections = [Detection(x1=round(b[0], 1), y1=round(b[1], 1), x2=round(b[2], 1), y2=round(b[3], 1),
-                                label=label, score=round(float(s), 4)) for b, s in zip(boxes, scores, strict=True)]
+        detections = await anyio.to_thread.run_sync(image_detections, rows, tiles, fields, threshold, label)
         if draw:
             png = await anyio.to_thread.run_sync(draw_boxes, image, detections)
             return Response(content=png, media_type="image/png")
