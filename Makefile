@@ -4,6 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 0.0.0.0
 PORT ?= 8000
+# Beyond 1,024 open connections new requests get a 503, so idle or slow clients cannot use up the
+# process's file handles; on shutdown, requests in flight get up to 60 s to be answered.
+UVICORN_LIMITS ?= --limit-concurrency 1024 --timeout-graceful-shutdown 60
 
 .PHONY: serve test install install-dev lint clean
 
@@ -22,7 +25,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 serve: install
-	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
+	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) $(UVICORN_LIMITS)
 
 test: install-dev
 	$(BIN)/python -m training fetch imagenet  # the ImageNet weights its tests compare against

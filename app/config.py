@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     RUN_STALE_AFTER_S: float = Field(
         6 * 3600, gt=0, description="A running run with no heartbeat for this long is marked failed (stale)."
     )
+    MAX_DETECTS_IN_FLIGHT: int = Field(
+        2, ge=1, description="/detect requests tiled and run at once; more wait their turn. Each holds up to "
+                             "MAX_DETECT_TILES float tiles (about 0.8 GB at the limit), so this bounds memory.")
     MAX_DETECT_TILES: int = Field(
         1024, description="Tile passes one /detect request may run: its images' tiles times the flip views "
                           "(1,024: 256 tiles of 256 px in four views, a 1550x1550 image enlarged x2; 413 beyond).")

@@ -60,6 +60,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     store = ModelStore(settings.MODEL_DIR, device, dict(settings.PINNED_VERSIONS), settings.batching_for,
                        embedding_top_k=settings.MAX_K + settings.MAX_ANALOGY_TERMS)
     app.state.store = store
+    app.state.detect_slots = asyncio.Semaphore(settings.MAX_DETECTS_IN_FLIGHT)
     await anyio.to_thread.run_sync(store.load_all)
     settle_heap()
     cpu = pin_python_threads(settings.EVENT_LOOP_CPU)  # after loading: TensorFlow's pools exist, unpinned

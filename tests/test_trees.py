@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import time
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -427,6 +429,36 @@ def test_detect_on_noise_with_every_peak_answers_at_most_the_cap(detect_client, 
     assert capped["count"] == len(capped["detections"]) <= 40
     # The cap keeps the best-scored candidates, so the strongest detections are the same.
     assert capped["detections"][:5] == uncapped["detections"][:5]
+
+
+def test_detect_requests_are_tiled_and_run_a_few_at_a_time(trained, monkeypatch):
+    """The tiles of a large image weigh up to ~0.8 GB; MAX_DETECTS_IN_FLIGHT bounds how many exist at once."""
+    import threading
+
+    import app.api.detect as detect_route
+
+    running, most, guard = 0, 0, threading.Lock()
+    tile_images = detect_route.tile_images
+
+    def counted(*args):
+        nonlocal running, most
+        with guard:
+            running += 1
+            most = max(most, running)
+        try:
+            time.sleep(0.05)
+            return tile_images(*args)
+        finally:
+            with guard:
+                running -= 1
+
+    monkeypatch.setattr(detect_route, "tile_images", counted)
+    settings = trained[0].model_copy(update={"MAX_DETECTS_IN_FLIGHT": 1})
+    upload = {"file": ("p.png", png_bytes(rectangles_scene(3, size=150).pixels))}
+    with TestClient(create_app(settings)) as client:
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(lambda _: client.post("/detect?flip_views=1", files=upload).status_code, range(4)))
+    assert statuses == [200] * 4 and most == 1
 
 
 def test_detect_draws_png(detect_client):

@@ -130,8 +130,11 @@ async def detect_objects(
     contents = await read_uploads(file, settings)
     if draw and len(contents) > 1:
         raise BadInput(f"draw=true answers one image; {len(contents)} were sent")
-    tiled, batch = await anyio.to_thread.run_sync(tile_images, contents, fields, manifest.preprocessing, views, settings)
-    outputs = await anyio.to_thread.run_sync(averaged_views, await loaded.infer(batch), views)
+    async with request.app.state.detect_slots:  # the tiles of a large image weigh up to ~0.8 GB: a few at a time
+        tiled, batch = await anyio.to_thread.run_sync(tile_images, contents, fields, manifest.preprocessing, views,
+                                                      settings)
+        outputs = await anyio.to_thread.run_sync(averaged_views, await loaded.infer(batch), views)
+        del batch
     label = manifest.labels[0] if manifest.labels else "object"
     results, start = [], 0
     for upload, (image, tiles) in zip(file, tiled, strict=True):

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import anyio
 
+from app.serving.heap import trim_heap
 from app.store.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -28,13 +29,15 @@ async def refresh_store(store: ModelStore, name: str | None = None, force: bool 
 
 
 async def watch_store(store: ModelStore, interval_s: float, housekeeping: Callable[[], None] | None = None) -> None:
-    """Every `interval_s`, pick up new, changed or removed version folders and run `housekeeping`
-    (marking dead training runs stale) in a worker thread; never crash the service."""
+    """Every `interval_s`, pick up new, changed or removed version folders, run `housekeeping`
+    (marking dead training runs stale) and give freed memory back to the OS, in worker threads;
+    never crash the service."""
     while True:
         await asyncio.sleep(interval_s)
         try:
             await refresh_store(store)
             if housekeeping is not None:
                 await anyio.to_thread.run_sync(housekeeping)
+            await anyio.to_thread.run_sync(trim_heap)
         except Exception:
             log.exception("periodic store refresh failed; serving what is loaded")
