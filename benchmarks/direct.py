@@ -13,29 +13,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import threading
 import time
+from pathlib import Path
 
 from app.config import Settings
 from app.main import create_app
 from benchmarks.machine import describe_machine
-from benchmarks.serve import Request, scenarios
-
-TICK = os.sysconf("SC_CLK_TCK")
+from benchmarks.serve import Request, scenarios, task_cpu_seconds
 
 
 def thread_seconds() -> dict[str, float]:
     """CPU seconds of each named Python thread, and of every thread of the process ("all")."""
     names = {thread.native_id: thread.name for thread in threading.enumerate()}
     seconds = {"all": 0.0}
-    for tid in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{tid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        used = (int(fields[11]) + int(fields[12])) / TICK
+    for task in Path("/proc/self/task").iterdir():
+        used = task_cpu_seconds(task)
         seconds["all"] += used
-        if int(tid) in names:
-            seconds[names[int(tid)]] = seconds.get(names[int(tid)], 0.0) + used
+        if int(task.name) in names:
+            seconds[names[int(task.name)]] = seconds.get(names[int(task.name)], 0.0) + used
     return seconds
 
 

@@ -33,7 +33,8 @@ def main() -> None:
     parser.add_argument("--uploads", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2000)
     args = parser.parse_args()
-    images = [Image.open(io.BytesIO(small_png())) for _ in range(args.uploads)]
+    png = small_png()
+    images = [Image.open(io.BytesIO(png)) for _ in range(args.uploads)]
     for image in images:
         image.load()
     alone = cpu_microseconds(lambda: [prepare_digit(image) for image in images], args.repeats)

@@ -136,6 +136,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def task_cpu_seconds(task: Path) -> float:
+    """CPU seconds (user + system) one thread has used, from its /proc/<pid>/task/<tid> folder."""
+    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """uvicorn in a subprocess, on loopback, with its own data dir."""
 
@@ -173,14 +179,12 @@ class Server:
 
     def cpu_seconds(self) -> tuple[float, float]:
         """CPU time used so far by the server's event-loop thread and by all its other threads."""
-        tick = os.sysconf("SC_CLK_TCK")
         loop = others = 0.0
         for task in Path(f"/proc/{self.process.pid}/task").iterdir():
             try:
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                seconds = task_cpu_seconds(task)
             except OSError:  # the thread ended meanwhile
                 continue
-            seconds = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
             if task.name == str(self.process.pid):
                 loop += seconds
             else:

@@ -14,6 +14,7 @@ from typing import Any
 
 import keras
 
+from app.detection.views import view_count
 from app.preprocessing import check_preparation
 from app.preprocessing.records import STANDARDISE
 from app.store.manifest import Manifest
@@ -28,16 +29,22 @@ def outputs_per_row(model: keras.Model) -> tuple[int, ...]:
     return tuple(shape[1:])
 
 
-def check_classifier(manifest: Manifest, model: keras.Model) -> None:
+def check_labels(manifest: Manifest, model: keras.Model, what: str) -> None:
+    """One label (class, word) per output of the network."""
     outputs = outputs_per_row(model)
     if outputs != (len(manifest.labels),):
-        raise ValueError(f"the manifest names {len(manifest.labels)} labels but the network outputs {outputs}")
+        raise ValueError(f"the manifest names {len(manifest.labels)} {what} but the network outputs {outputs}")
+
+
+def check_classifier(manifest: Manifest, model: keras.Model) -> None:
+    check_labels(manifest, model, "labels")
     check_preparation(manifest.preprocessing, manifest.input_spec.shape)
 
 
-def positive_number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, not {value!r}")
+def finite_number(value: Any, name: str, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
+            positive and value <= 0):
+        raise ValueError(f"{name} must be a {'positive ' if positive else ''}finite number, not {value!r}")
     return float(value)
 
 
@@ -46,20 +53,16 @@ def check_anomaly_model(manifest: Manifest, model: keras.Model) -> None:
     if outputs != tuple(manifest.input_spec.shape):
         raise ValueError(f"an autoencoder must output its input's shape {tuple(manifest.input_spec.shape)}, "
                          f"not {outputs}")
-    positive_number((manifest.model_extra or {}).get("threshold"), "the manifest's threshold")
+    finite_number((manifest.model_extra or {}).get("threshold"), "the manifest's threshold", positive=True)
     preprocessing = manifest.preprocessing
     if preprocessing.get("kind") != STANDARDISE:
         raise ValueError(f"record preprocessing must be {{'kind': '{STANDARDISE}', ...}}, not {preprocessing}")
-    positive_number(preprocessing.get("std"), "the preprocessing's std")
-    mean = preprocessing.get("mean")
-    if isinstance(mean, bool) or not isinstance(mean, (int, float)) or not math.isfinite(mean):
-        raise ValueError(f"the preprocessing's mean must be a finite number, not {mean!r}")
+    finite_number(preprocessing.get("std"), "the preprocessing's std", positive=True)
+    finite_number(preprocessing.get("mean"), "the preprocessing's mean")
 
 
 def check_embedding(manifest: Manifest, model: keras.Model) -> None:
-    outputs = outputs_per_row(model)
-    if outputs != (len(manifest.labels),):
-        raise ValueError(f"the manifest's vocabulary has {len(manifest.labels)} words but the network scores {outputs}")
+    check_labels(manifest, model, "words")
 
 
 def check_detector(manifest: Manifest, model: keras.Model) -> None:
@@ -69,6 +72,7 @@ def check_detector(manifest: Manifest, model: keras.Model) -> None:
     missing = [name for name in DETECTION_FIELDS if name not in fields]
     if missing:
         raise ValueError(f"the manifest's 'detection' lacks {', '.join(missing)}")
+    view_count(fields)  # flip_views must be 1, 2 or 4
 
 
 CHECKS: dict[str, Callable[[Manifest, keras.Model], None]] = {

@@ -21,10 +21,10 @@ def version_mark(folder: Path) -> tuple:
     """Size and modification time of each file in a version folder: changes when a file is replaced
     or edited, so a refused version is tried again once it is fixed."""
     try:
-        return tuple(sorted((entry.name, entry.stat().st_size, entry.stat().st_mtime_ns)
-                            for entry in folder.iterdir() if entry.is_file()))
+        stats = [(entry.name, entry.stat()) for entry in folder.iterdir() if entry.is_file()]
     except OSError:  # the folder went away meanwhile
         return ()
+    return tuple(sorted((name, stat.st_size, stat.st_mtime_ns) for name, stat in stats))
 
 
 def complete_versions(model_dir: Path, name: str) -> list[int]:

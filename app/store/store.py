@@ -19,7 +19,6 @@ import keras
 import numpy as np
 
 from app.detection.tiled import TILES_PER_CALL
-from app.detection.views import view_count
 from app.errors import BadInput, NotFound
 from app.serving import metrics
 from app.serving.batching import DynamicBatcher, Prepare, prepare_together
@@ -125,10 +124,7 @@ def load_version(path: Path, device: str, batching: BatchingPolicy = no_batching
     model = keras.saving.load_model(weights, compile=False, safe_mode=True)
     top_k = min(embedding_top_k, len(manifest.labels)) if manifest.task == "embedding" else None
     check_version(manifest, model)
-    max_rows = None
-    if manifest.task == "detect":
-        view_count((manifest.model_extra or {}).get("detection", {}))  # a bad flip_views refuses the version
-        max_rows = TILES_PER_CALL
+    max_rows = TILES_PER_CALL if manifest.task == "detect" else None
     compiled = CompiledModel(model, manifest.input_spec.shape, manifest.input_spec.dtype, device, top_k, max_rows)
     compiled.warm_up()
     policy = batching(manifest.name)

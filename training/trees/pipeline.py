@@ -261,7 +261,8 @@ def train_on(splits, state: dict[str, np.ndarray], args: argparse.Namespace, set
         reference = None if args.no_colour_matching else np.round(colour_reference(s.pixels for s in splits.train), 2)
         fields = serving_fields(args, reference)
         scales = args.train_scales or [args.upscale]
-        scenes = [enlarge_scene(matched_scene(s, reference), scale) for s in splits.train for scale in scales]
+        matched = [matched_scene(s, reference) for s in splits.train]  # once per scene, not per scale
+        scenes = [enlarge_scene(scene, scale) for scene in matched for scale in scales]
         tiles, boxes = training_tiles(scenes, args.tile, args.train_overlap, colour_copies=args.colour_copies,
                                       seed=args.seed)
         targets = encode_all(boxes, args.tile)
