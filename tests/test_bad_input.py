@@ -72,6 +72,19 @@ def test_k_out_of_range_is_422(client):
     assert_error(post(client, template_image(1), "?k=1000"), 422, "less than or equal to 100 (the MAX_K setting)")
 
 
+@pytest.mark.parametrize("written", ["1_0", "10.0", " 10", "ten"])
+def test_an_integer_parameter_must_be_written_in_digits(client, written):
+    body = assert_error(post(client, template_image(1), f"?k={written}"), 422, "query.k: Input should be a whole number")
+    assert body["errors"][0]["type"] == "int_parsing"
+    assert client.get(f"/similar-words?word=king&version={written}").status_code == 422
+
+
+def test_an_integer_parameter_may_carry_a_sign(client):
+    answer = post(client, template_image(1), "?k=%2B2")  # a bare "+" is a space in a query string
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["top"]) == 2
+
+
 def test_bad_file_in_a_batch_is_named(client):
     files = [("file", ("ok.png", template_image(1))), ("file", ("bad.png", b"junk"))]
     assert_error(client.post("/classify", files=files), 422, "file 2 ('bad.png')")

@@ -54,6 +54,10 @@ def test_tokenizer_lowercases_and_keeps_only_words():
     assert tokenize("  42 -- !! ") == []
 
 
+def test_tokenizer_keeps_a_dotted_capital_and_a_decomposed_accent_inside_their_words():
+    assert tokenize("İSTANBUL İstanbul cafe\u0301") == ["istanbul", "istanbul", "café"]
+
+
 def test_documents_are_cut_into_pieces_gensim_will_not_truncate():
     assert [len(p) for p in pieces(list("abcdefg"), size=3)] == [3, 3, 1]
 

@@ -11,21 +11,33 @@ still answers 422 naming the parameter (`query.k: ...`), through the same handle
 from __future__ import annotations
 
 import functools
+import re
 import typing
 from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 Query = TypeVar("Query", bound=BaseModel)
+
+# A whole number as people write one in a URL; pydantic alone also takes "1_0", "10.0" and " 10".
+WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 
 
 class QueryModel(BaseModel):
     """Base of every endpoint's query: frozen, and unknown parameters are ignored (as FastAPI does)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def whole_numbers_in_digits(cls, value: Any, info: ValidationInfo) -> Any:
+        """An integer parameter is ASCII digits with an optional sign: `k=1_0` is a typo, not ten."""
+        if isinstance(value, str) and info.field_name in integer_fields(cls) and not WHOLE_NUMBER.fullmatch(value):
+            raise PydanticCustomError("int_parsing", "Input should be a whole number written in digits, like 10")
+        return value
 
 
 def model_field(default: str, description: str) -> Any:
@@ -38,6 +50,13 @@ class ModelQuery(QueryModel):
 
     model: str = Field(max_length=64, description="A model in /models.")
     version: int | None = Field(None, ge=1, description="A specific version; default the served one.")
+
+
+@functools.cache
+def integer_fields(shape: type[BaseModel]) -> frozenset[str]:
+    """The fields of `shape` that hold an integer (`int` or `int | None`)."""
+    return frozenset(name for name, field in shape.model_fields.items()
+                     if field.annotation is int or int in typing.get_args(field.annotation))
 
 
 @functools.cache
