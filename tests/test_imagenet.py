@@ -12,11 +12,15 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.config import REPO_ROOT, get_settings
+from app.errors import BadInput
 from app.main import create_app
+from app.preprocessing import prepare_image, source_size
+from app.preprocessing.images import decode_image
 from app.preprocessing.imagenet import prepare_imagenet
 from app.store.layout import complete_versions
 from tests.conftest import make_settings, png_bytes
 from training.efficientnet_lite import _keras_weights, _torch_prefix, blocks, efficientnet_lite0, load_torch_weights
+from training.imagenet import PREPROCESSING as IMAGENET_PREPROCESSING
 from training.imagenet import read_labels
 from training.sources import EFFICIENTNET_LITE0
 from training.torch_checkpoint import CheckpointError, read_state_dict
@@ -205,6 +209,27 @@ def test_preparation_resamples_only_the_crop_as_resizing_the_whole_would():
     prepared = prepare_imagenet(line)  # the crop covers the central 0.9 of the 100,000 pixels
     assert prepared.shape == (224, 224, 3)
     np.testing.assert_allclose(prepared, (200 - 127) / 128, atol=1 / 128)
+
+
+def test_a_large_jpeg_is_decoded_smaller_and_prepared_as_in_full():
+    """A 4032 x 3024 photo decodes at a quarter of its size, still twice what the crop needs
+    each way, and its prepared input is the full decode's to a few grey levels."""
+    from skimage import data
+
+    photo = png_bytes(Image.fromarray(data.coffee()).resize((4032, 3024), Image.LANCZOS), "JPEG")
+    needs = source_size(IMAGENET_PREPROCESSING)
+    assert needs((4032, 3024)) == (342, 256)
+    small, full = decode_image(photo, 40_000_000, "photo", needs), decode_image(photo, 40_000_000, "photo")
+    assert small.size == (1008, 756) and full.size == (4032, 3024)
+    difference = np.abs(prepare_image(small, IMAGENET_PREPROCESSING) - prepare_image(full, IMAGENET_PREPROCESSING))
+    assert difference.max() <= 4 / 128 and difference.mean() < 0.5 / 128
+    resized = source_size({"kind": "resized", "size": 32, "colour_mode": "rgb"})  # a folder model's
+    assert decode_image(photo, 40_000_000, "photo", resized).size == (504, 378)
+    assert source_size({"kind": "mnist_digit"}) is None  # finding the strokes needs every pixel
+    png = png_bytes(Image.fromarray(data.coffee()).resize((1200, 800)))  # only JPEG decodes smaller
+    assert decode_image(png, 40_000_000, "photo", needs).size == (1200, 800)
+    with pytest.raises(BadInput, match="truncated"):  # decoding smaller still checks the whole file
+        decode_image(photo[: len(photo) // 2], 40_000_000, "photo", needs)
 
 
 # --- the shipped model, served ------------------------------------------------------------------

@@ -8,6 +8,7 @@ validation loss, a best-weights checkpoint and learning-rate reduction on platea
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import hashlib
 import time
@@ -21,7 +22,7 @@ from keras import layers
 
 from app.config import Settings
 from app.preprocessing.images import decode_image
-from app.preprocessing.resized import prepare_resized
+from app.preprocessing.resized import prepare_resized, resized_source_size
 from app.store.layout import version_dir
 from app.store.manifest import PLOTS_DIR
 from training.classification import classification_report
@@ -116,11 +117,12 @@ def load_image_folder(
     """One sub-folder per class → train / validation / test splits, each image prepared exactly as the
     service will prepare an upload; also the class names and a fingerprint of the files."""
     classes, files = list_image_folder(root)
+    needs = functools.partial(resized_source_size, size=size)  # decoded as an upload is
     images, labels, digest = [], [], hashlib.sha256()
     for path, label in files:
         data = path.read_bytes()
         digest.update(f"{path.relative_to(root)}:{label}:".encode() + hashlib.sha256(data).digest())
-        images.append(prepare_resized(decode_image(data, max_pixels, str(path)), size, colour_mode))
+        images.append(prepare_resized(decode_image(data, max_pixels, str(path), needs), size, colour_mode))
         labels.append(label)
     x, y = np.stack(images), np.asarray(labels, dtype=np.int64)
     train, val, test = split_indices(y, fractions, seed)

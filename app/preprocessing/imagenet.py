@@ -6,6 +6,8 @@ As EfficientNet-Lite was evaluated: the shorter side resized to `resize` (bicubi
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from PIL import Image
 
@@ -27,6 +29,13 @@ def resized_centre_crop(image: Image.Image, resize: int, crop: int) -> Image.Ima
     x_step, y_step = width / new_width, height / new_height  # source pixels per resized pixel
     box = (left * x_step, top * y_step, (left + crop) * x_step, (top + crop) * y_step)
     return image.resize((crop, crop), Image.BICUBIC, box=box)
+
+
+def imagenet_source_size(size: tuple[int, int], resize: int = 256, **_: object) -> tuple[int, int]:
+    """The size `resized_centre_crop` resizes a `size` image to: all it needs of the source."""
+    width, height = size
+    scale = min(1.0, resize / min(width, height))
+    return math.ceil(width * scale), math.ceil(height * scale)
 
 
 def prepare_imagenet(image: Image.Image, resize: int = 256, crop: int = 224,

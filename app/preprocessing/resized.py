@@ -16,6 +16,13 @@ from app.preprocessing.images import to_gray, to_rgb
 ColourMode = Literal["grayscale", "rgb"]
 
 
+def resized_source_size(_size: tuple[int, int], size: int | list[int], **_: object) -> tuple[int, int]:
+    """All `prepare_resized` needs of any source: its output size, the longer side both ways
+    (a photo's EXIF rotation may swap width and height after decoding)."""
+    side = size if isinstance(size, int) else max(size)
+    return side, side
+
+
 def prepare_resized(image: Image.Image, size: int | list[int], colour_mode: ColourMode = "rgb") -> np.ndarray:
     """Any image → float32 (height, width, 1 or 3) in [0, 1], stretched to `size` (side or [h, w])."""
     height, width = (size, size) if isinstance(size, int) else size
