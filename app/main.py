@@ -10,14 +10,19 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import admin, anomaly, baseline, classify, detect, health, metrics, models, runs, words
 from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.config import Settings, get_settings
 from app.logs import configure_logging
-from app.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
+from app.middleware import (
+    BodyLimitMiddleware,
+    HeadMiddleware,
+    JsonCORSMiddleware,
+    MetricsMiddleware,
+    RequestIdMiddleware,
+)
 from app.runs.db import open_registry
 from app.runs.registry import mark_stale_runs
 from app.runs.shipped import import_shipped_runs
@@ -101,9 +106,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.MAX_BODY_BYTES,
                        read_timeout=settings.BODY_READ_TIMEOUT_S)
     if settings.CORS_ORIGINS:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.CORS_ORIGINS, allow_methods=["GET", "POST", "PATCH", "DELETE"],
+        app.add_middleware(JsonCORSMiddleware, allow_origins=settings.CORS_ORIGINS, allow_methods=["GET", "POST", "PATCH", "DELETE"],
                            allow_headers=["*"], expose_headers=["X-Request-ID"])
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(HeadMiddleware)  # outside the rest, so it empties every HEAD answer
     app.add_middleware(RequestIdMiddleware)
     return app
 

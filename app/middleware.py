@@ -1,4 +1,5 @@
-"""ASGI middleware: a request id on every request, limits on the request body, request metrics."""
+"""ASGI middleware: a request id on every request, HEAD on GET routes, limits on the request body,
+JSON answers to refused CORS preflights, request metrics."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import time
 from urllib.parse import parse_qs
 
 import anyio
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import RequestTimeout, TooLarge
@@ -49,6 +53,70 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
+
+
+class HeadMiddleware:
+    """Answer HEAD on every GET route as GET without the body.
+
+    FastAPI's APIRoute, unlike Starlette's Route, never adds HEAD to a GET route. One middleware
+    covers every router, present and future, and leaves the OpenAPI schema alone (HEAD on the routes
+    themselves would add a `head` operation per GET route there, and a route class on every router).
+    A HEAD runs the GET handler, so its status and headers, content-length included, are GET's; a
+    HEAD on a POST-only route meets that route's 405 as a GET would. Any other method passes
+    straight through, at the cost of one comparison (a 405's `Allow` gains HEAD in its handler).
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def send_without_body(message: Message) -> None:
+            if message["type"] in BODY_MESSAGES:
+                if message.get("more_body", False):
+                    return  # only the last body message is sent, empty
+                message = {"type": "http.response.body", "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_without_body)
+
+
+# What can carry a response body: the plain message and the zero-copy and path-send extensions.
+BODY_MESSAGES = ("http.response.body", "http.response.zerocopysend", "http.response.pathsend")
+
+
+class JsonCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS policy, but a refused preflight gets the service's JSON error shape.
+
+    Starlette answers it with a text/plain 400 "Disallowed CORS origin, method"; which origins,
+    methods and headers pass stays Starlette's decision, read from that answer, and only the body
+    changes: a detail naming what was refused, and the request id.
+    """
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        refused = bytes(response.body).decode().removeprefix("Disallowed CORS ").split(", ")
+        detail = "CORS preflight refused: " + "; ".join(self._refusal(part, request_headers) for part in refused)
+        headers = {name: value for name, value in response.headers.items()
+                   if name not in ("content-length", "content-type")}  # the CORS ones stay
+        return JSONResponse({"detail": detail, "request_id": request_id_var.get()}, 400, headers)
+
+    def _refusal(self, part: str, request_headers: Headers) -> str:
+        if part == "origin":
+            return f"origin {request_headers['origin']!r} is not allowed"
+        if part == "method":
+            allowed = ", ".join(self.allow_methods)
+            return f"method {request_headers['access-control-request-method']!r} is not allowed (allowed: {allowed})"
+        if part == "headers":
+            asked = [name.strip() for name in request_headers.get("access-control-request-headers", "").split(",")]
+            return f"request headers {', '.join(n for n in asked if n.lower() not in self.allow_headers)} are not allowed"
+        if part == "private-network":
+            return "private-network access is not allowed"
+        return part
 
 
 class BodyLimitMiddleware:

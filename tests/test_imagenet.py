@@ -15,8 +15,8 @@ from app.config import REPO_ROOT, get_settings
 from app.errors import BadInput
 from app.main import create_app
 from app.preprocessing import prepare_image, source_size
-from app.preprocessing.images import decode_image
 from app.preprocessing.imagenet import prepare_imagenet
+from app.preprocessing.images import decode_image
 from app.store.layout import complete_versions
 from tests.conftest import make_settings, png_bytes
 from training.efficientnet_lite import _keras_weights, _torch_prefix, blocks, efficientnet_lite0, load_torch_weights
