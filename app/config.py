@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -17,6 +17,17 @@ def default_data_dir() -> Path:
     """Datasets, checkpoints and the run database live in the user's cache, never in the repo."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "labnets"
+
+
+class Batching(BaseModel):
+    """Any part of one model's batching: in its manifest (`batching`, what its author measured best)
+    or in BATCHING_OVERRIDES (which wins). A misspelt key is an error, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_batch_size: int | None = Field(None, ge=1)
+    max_delay_ms: float | None = Field(None, ge=0, allow_inf_nan=False)
+    max_in_flight: int | None = Field(None, ge=1)
 
 
 class Settings(BaseSettings):
@@ -55,9 +66,10 @@ class Settings(BaseSettings):
     MAX_BATCH_SIZE: int = Field(32, ge=1, description="Most rows in one model call.")
     MAX_DELAY_MS: float = Field(2.0, ge=0, description="Longest a request waits for others to join.")
     MAX_BATCHES_IN_FLIGHT: int = Field(4, ge=1, description="Batches of one model running at once.")
-    BATCHING_OVERRIDES: dict[str, dict[str, float]] = Field(
+    BATCHING_OVERRIDES: dict[str, Batching] = Field(
         default_factory=dict,
-        description='Per model: {"imagenet": {"max_batch_size": 8, "max_delay_ms": 10, "max_in_flight": 1}}',
+        description='Per model, over its manifest\'s `batching`: {"imagenet": {"max_batch_size": 8, "max_delay_ms": 10, '
+                    '"max_in_flight": 1}}',
     )
     BENCHMARK_BASELINES: bool = Field(False, description="Serve /baseline/* no-model endpoints.")
     TF_INTRA_OP_THREADS: int = Field(0, ge=0, description="Threads inside one op; 0 = TensorFlow's choice.")
@@ -82,16 +94,18 @@ class Settings(BaseSettings):
     def _absolute(cls, path: Path) -> Path:
         return path.expanduser().resolve()
 
-    def batching_for(self, model: str) -> tuple[int, float, int] | None:
-        """(max_batch_size, max_delay_ms, max_in_flight) for `model`, or None when batching is off."""
+    def batching_for(self, model: str, own: Batching | None = None) -> tuple[int, float, int] | None:
+        """(max_batch_size, max_delay_ms, max_in_flight) for `model`, or None when batching is off:
+        each from BATCHING_OVERRIDES, else the model's `own` (its manifest's), else the setting."""
         if not self.BATCHING:
             return None
-        override = self.BATCHING_OVERRIDES.get(model, {})
-        return (
-            int(override.get("max_batch_size", self.MAX_BATCH_SIZE)),
-            float(override.get("max_delay_ms", self.MAX_DELAY_MS)),
-            int(override.get("max_in_flight", self.MAX_BATCHES_IN_FLIGHT)),
-        )
+        chosen = [choice for choice in (self.BATCHING_OVERRIDES.get(model), own) if choice is not None]
+
+        def pick(name: str, default: float) -> float:
+            return next((value for choice in chosen if (value := getattr(choice, name)) is not None), default)
+
+        return (int(pick("max_batch_size", self.MAX_BATCH_SIZE)), float(pick("max_delay_ms", self.MAX_DELAY_MS)),
+                int(pick("max_in_flight", self.MAX_BATCHES_IN_FLIGHT)))
 
     @property
     def database_url(self) -> str:

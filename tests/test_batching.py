@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
 import threading
 import time
 
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from app.serving.batching import DynamicBatcher
-from tests.conftest import synthetic_digits, template_image
+from tests.conftest import make_settings, synthetic_digits, template_image
 
 
 class Recorder:
@@ -124,7 +126,7 @@ def test_batched_and_unbatched_outputs_agree(trained_settings):
 
     path = version_dir(trained_settings.MODEL_DIR, "digits", 1)
     plain = load_version(path, "/CPU:0")
-    batched = load_version(path, "/CPU:0", lambda name: (16, 20.0))
+    batched = load_version(path, "/CPU:0", lambda name, own: (16, 20.0))
     x, _ = synthetic_digits(12)
 
     async def scenario():
@@ -135,6 +137,31 @@ def test_batched_and_unbatched_outputs_agree(trained_settings):
     together = asyncio.run(scenario())
     alone = np.concatenate([asyncio.run(plain.infer(x[i : i + 1])) for i in range(12)])
     assert np.allclose(together, alone, atol=1e-5)
+
+
+def test_a_manifest_brings_its_own_batching_and_an_override_wins(tmp_path, trained_settings):
+    from pydantic import ValidationError
+
+    from app.store.layout import version_dir
+    from app.store.store import load_version
+
+    path = tmp_path / "models" / "digits" / "1"
+    shutil.copytree(version_dir(trained_settings.MODEL_DIR, "digits", 1), path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**manifest, "batching": {"max_batch_size": 4, "max_in_flight": 2}}))
+
+    def batcher(**settings):
+        loaded = load_version(path, "/CPU:0", make_settings(tmp_path, **settings).batching_for)
+        return loaded.batcher and (loaded.batcher.max_batch_size, loaded.batcher.max_delay, loaded.batcher.max_in_flight)
+
+    assert batcher() == (4, 0.002, 2)  # the manifest's, and the MAX_DELAY_MS setting
+    assert batcher(BATCHING_OVERRIDES={"digits": {"max_batch_size": 8}}) == (8, 0.002, 2)
+    assert batcher(BATCHING=False) is None
+    (path / "manifest.json").write_text(json.dumps({**manifest, "batching": {"max_batch": 4}}))
+    with pytest.raises(ValueError, match="max_batch"):  # a misspelt key refuses the version
+        batcher()
+    with pytest.raises(ValidationError, match="max_in_flight"):
+        make_settings(tmp_path, BATCHING_OVERRIDES={"digits": {"max_in_flight": 0}})
 
 
 def test_metrics_count_requests_and_batches(client):

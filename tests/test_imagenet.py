@@ -271,6 +271,7 @@ def test_served_model_reports_labels_and_input(imagenet_client):
     assert entry["task"] == "classify" and len(entry["labels"]) == 1000 == len(set(entry["labels"]))
     assert entry["labels"][281] == "tabby" and entry["labels"][967] == "espresso"
     assert entry["input_spec"]["shape"] == [224, 224, 3]
+    assert entry["batching"] == {"max_batch_size": 4, "max_delay_ms": 5.0, "max_in_flight": 2}  # its manifest's
     assert entry["test_metrics"]["reference_max_relative_error"] < 1e-5
 
 

