@@ -74,9 +74,17 @@ def test_k_out_of_range_is_422(client):
 
 @pytest.mark.parametrize("written", ["1_0", "10.0", " 10", "ten"])
 def test_an_integer_parameter_must_be_written_in_digits(client, written):
-    body = assert_error(post(client, template_image(1), f"?k={written}"), 422, "query.k: Input should be a whole number")
-    assert body["errors"][0]["type"] == "int_parsing"
+    body = assert_error(post(client, template_image(1), f"?k={written}"), 422, "query.k: Input should be a number "
+                        "written in digits, like 10")
+    assert body["errors"][0]["type"] == "number_parsing"
     assert client.get(f"/similar-words?word=king&version={written}").status_code == 422
+    assert_error(client.get(f"/runs?limit={written}"), 422, "query.limit: Input should be a number written in digits")
+
+
+def test_a_decimal_parameter_is_written_in_digits_or_an_exponent(client):
+    assert_error(client.post("/anomaly?threshold=1_0.5", json={"records": [[0.0]]}), 422,
+                 "query.threshold: Input should be a number written in digits, like 0.25 or 1e-3")
+    assert client.get("/runs?limit=%2B5").status_code == 200
 
 
 def test_an_integer_parameter_may_carry_a_sign(client):

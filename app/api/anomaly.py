@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from app.api.deps import serving
-from app.api.query import ModelQuery, documented, model_field, read_query
+from app.api.query import DecimalNumber, ModelQuery, documented, model_field, read_query
 from app.api.records import RECORDS_REQUEST_BODY, read_records
 from app.api.schemas import ERROR_RESPONSES, json_response
 from app.errors import BadInput
@@ -79,7 +79,7 @@ MIN_THRESHOLD = 1e-12
 
 class AnomalyQuery(ModelQuery):
     model: str = model_field("ecg", "An anomaly model in /models.")
-    threshold: float | None = Field(None, ge=MIN_THRESHOLD, allow_inf_nan=False,
+    threshold: DecimalNumber | None = Field(None, ge=MIN_THRESHOLD, allow_inf_nan=False,
                                     description="Override the model's threshold for this call (at least 1e-12).")
     reconstruction: bool = Field(False, description="Also return each record's reconstruction.")
 

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import Field
 
 from app.api.deps import serving
-from app.api.query import ModelQuery, at_most_setting, documented, model_field, read_query
+from app.api.query import ModelQuery, WholeNumber, at_most_setting, documented, model_field, read_query
 from app.api.schemas import ERROR_RESPONSES, ClassProbability, Prediction, PredictionList, json_response
 from app.api.uploads import read_uploads, upload_preparer
 
@@ -28,7 +28,7 @@ def rank_classes(probabilities: np.ndarray, labels: list[str], k: int) -> list[C
 
 class ClassifyQuery(ModelQuery):
     model: str = model_field("digits", "A classifier in /models.")
-    k: Annotated[int | None, at_most_setting("MAX_K")] = Field(None, ge=1, description="How many top classes to return.")
+    k: Annotated[WholeNumber | None, at_most_setting("MAX_K")] = Field(None, ge=1, description="How many top classes to return.")
 
 
 @router.post("", response_model=Prediction | PredictionList, openapi_extra=documented(ClassifyQuery))

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from pydantic import BaseModel, Field
 
 from app.api.deps import serving
-from app.api.query import ModelQuery, documented, model_field, read_query
+from app.api.query import DecimalNumber, ModelQuery, WholeNumber, documented, model_field, read_query
 from app.api.schemas import ERROR_RESPONSES, json_response
 from app.api.uploads import read_uploads
 from app.config import Settings
@@ -102,9 +102,9 @@ def draw_boxes(image: Image.Image, detections: list[Detection]) -> bytes:
 
 class DetectQuery(ModelQuery):
     model: str = model_field("trees", "A detector in /models.")
-    score_threshold: float | None = Field(None, ge=0.0, le=1.0, description="Default: the model's.")
+    score_threshold: DecimalNumber | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False, description="Default: the model's.")
     draw: bool = Field(False, description="Answer with the image and its boxes drawn, as PNG (one file only).")
-    flip_views: int | None = Field(None, ge=1, le=4, description=(
+    flip_views: WholeNumber | None = Field(None, ge=1, le=4, description=(
         "Mirror views of each tile to average: 1, 2 or 4 (default: the model's). Each view is one more "
         "pass of the network; fewer views answer faster, more find trees better."))
 

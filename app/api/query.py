@@ -13,31 +13,41 @@ from __future__ import annotations
 import functools
 import re
 import typing
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo
 from pydantic_core import PydanticCustomError
 
 Query = TypeVar("Query", bound=BaseModel)
 
-# A whole number as people write one in a URL; pydantic alone also takes "1_0", "10.0" and " 10".
+# Numbers as people write them in a URL. Pydantic alone also reads "1_0" and " 10" as ten (and
+# "10.0" as an integer): a typo would pass for a number.
 WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+DECIMAL_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def written_as(pattern: re.Pattern[str], example: str) -> BeforeValidator:
+    """A query value must match `pattern` before pydantic reads it as a number."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and not pattern.fullmatch(value):
+            raise PydanticCustomError("number_parsing", "Input should be a number written in digits, like {example}",
+                                      {"example": example})
+        return value
+
+    return BeforeValidator(check)
+
+
+WholeNumber = Annotated[int, written_as(WHOLE_NUMBER, "10")]
+DecimalNumber = Annotated[float, written_as(DECIMAL_NUMBER, "0.25 or 1e-3")]
 
 
 class QueryModel(BaseModel):
     """Base of every endpoint's query: frozen, and unknown parameters are ignored (as FastAPI does)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def whole_numbers_in_digits(cls, value: Any, info: ValidationInfo) -> Any:
-        """An integer parameter is ASCII digits with an optional sign: `k=1_0` is a typo, not ten."""
-        if isinstance(value, str) and info.field_name in integer_fields(cls) and not WHOLE_NUMBER.fullmatch(value):
-            raise PydanticCustomError("int_parsing", "Input should be a whole number written in digits, like 10")
-        return value
 
 
 def model_field(default: str, description: str) -> Any:
@@ -49,14 +59,7 @@ class ModelQuery(QueryModel):
     """The parameters every model endpoint takes: which model and which of its versions."""
 
     model: str = Field(max_length=64, description="A model in /models.")
-    version: int | None = Field(None, ge=1, description="A specific version; default the served one.")
-
-
-@functools.cache
-def integer_fields(shape: type[BaseModel]) -> frozenset[str]:
-    """The fields of `shape` that hold an integer (`int` or `int | None`)."""
-    return frozenset(name for name, field in shape.model_fields.items()
-                     if field.annotation is int or int in typing.get_args(field.annotation))
+    version: WholeNumber | None = Field(None, ge=1, description="A specific version; default the served one.")
 
 
 @functools.cache

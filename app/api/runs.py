@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 
 from app.api.deps import SessionDep, SettingsDep
+from app.api.query import WholeNumber
 from app.api.schemas import error_responses
 from app.errors import NotFound
 from app.runs import registry
@@ -75,8 +76,8 @@ def read_runs(
     session: SessionDep,
     model: ModelName = None,
     status: Annotated[str | None, Query(pattern="^(running|succeeded|failed)$")] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Annotated[WholeNumber, Query(ge=1, le=100)] = 20,
+    offset: Annotated[WholeNumber, Query(ge=0, le=1_000_000)] = 0,
 ) -> RunsPublic:
     """Training runs, newest first; filter by model or status, page with limit/offset."""
     runs, total = registry.list_runs(session, model, status, limit, offset)

@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from app.api.deps import serving
-from app.api.query import ModelQuery, at_most_setting, documented, model_field, read_query
+from app.api.query import ModelQuery, WholeNumber, at_most_setting, documented, model_field, read_query
 from app.api.schemas import ERROR_RESPONSES, json_response
 from app.errors import BadInput, NotFound
 from app.preprocessing.words import tokenize
@@ -146,13 +146,13 @@ class WordsQuery(ModelQuery):
 
 class SimilarQuery(WordsQuery):
     word: str = Field(min_length=1, max_length=MAX_WORD_CHARS, description="One word.")
-    k: Annotated[int, at_most_setting("MAX_K")] = Field(10, ge=1, description="How many words to return (at most MAX_K).")
+    k: Annotated[WholeNumber, at_most_setting("MAX_K")] = Field(10, ge=1, description="How many words to return (at most MAX_K).")
 
 
 class AnalogyQuery(WordsQuery):
     positive: list[str] = Field(min_length=1, description="Words to add (repeat the parameter).")
     negative: list[str] = Field([], description="Words to subtract (repeat the parameter).")
-    k: Annotated[int, at_most_setting("MAX_K")] = Field(5, ge=1, description="How many words to return (at most MAX_K).")
+    k: Annotated[WholeNumber, at_most_setting("MAX_K")] = Field(5, ge=1, description="How many words to return (at most MAX_K).")
 
 
 @router.get("/similar-words", response_model=SimilarWords, openapi_extra=documented(SimilarQuery))
