@@ -176,6 +176,8 @@ def test_cors_is_off_by_default_and_configurable(client, trained_settings):
         assert response.headers["access-control-allow-origin"] == "https://a.example"
         relabel = {**preflight, "Access-Control-Request-Method": "PATCH"}  # the admin run endpoints
         assert cors.options("/admin/runs/x", headers=relabel).status_code == 200
+        head = {**preflight, "Access-Control-Request-Method": "HEAD"}  # every GET route answers HEAD
+        assert cors.options("/models", headers=head).status_code == 200
 
 
 def test_json_logs_carry_the_request_id(capsys):

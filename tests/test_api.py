@@ -35,6 +35,7 @@ def test_models_lists_the_served_version(client):
     assert digits["versions"][0]["status"] == "loaded"
     assert digits["run_id"] and 0.0 <= digits["test_metrics"]["test_accuracy"] <= 1.0
     assert digits["batching"] == {"max_batch_size": 32, "max_delay_ms": 2.0, "max_in_flight": 4}  # the settings'
+    assert isinstance(digits["batching"]["max_batch_size"], int)
 
 
 def test_classify_matches_the_model_on_the_prepared_input(client):

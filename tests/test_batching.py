@@ -164,6 +164,18 @@ def test_a_manifest_brings_its_own_batching_and_an_override_wins(tmp_path, train
         make_settings(tmp_path, BATCHING_OVERRIDES={"digits": {"max_in_flight": 0}})
 
 
+def test_batching_overrides_are_read_from_the_environment(monkeypatch):
+    from pydantic import ValidationError
+
+    from app.config import Settings
+
+    monkeypatch.setenv("BATCHING_OVERRIDES", '{"imagenet": {"max_batch_size": 8, "max_delay_ms": 10}}')
+    assert Settings().batching_for("imagenet") == (8, 10.0, 4)
+    monkeypatch.setenv("BATCHING_OVERRIDES", '{"imagenet": {"max_batch": 8}}')
+    with pytest.raises(ValidationError, match="max_batch"):  # a misspelt key stops start-up
+        Settings()
+
+
 def test_metrics_count_requests_and_batches(client):
     def count(text: str) -> float:
         for line in text.splitlines():

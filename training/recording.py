@@ -177,9 +177,11 @@ class TrainingRun:
     def publish(
         self, model: keras.Model, *, task: str, input_shape: list[int], test_metrics: dict[str, Any],
         labels: list[str] | None = None, preprocessing: dict[str, Any] | None = None,
-        description: str = "", extra: dict[str, Any] | None = None,
+        description: str = "", batching: dict[str, float] | None = None, extra: dict[str, Any] | None = None,
     ) -> int:
-        """Write the version atomically (weights, manifest, run record, plots) and close the run."""
+        """Write the version atomically (weights, manifest, run record, plots) and close the run.
+
+        `batching` is the model's own (the manifest's): for a model the service-wide settings do not suit."""
         plots = sorted(p.name for p in self.plots_dir.glob("*.png")) if self.plots_dir.is_dir() else []
         with new_version(self.settings.MODEL_DIR, self.model_name) as (staging, version):
             without_optimizer(model).save(staging / MODEL_FILE)
@@ -198,7 +200,7 @@ class TrainingRun:
                 input_spec={"shape": list(input_shape), "dtype": "float32"},
                 labels=labels or [], preprocessing=preprocessing or {}, test_metrics=test_metrics,
                 dataset=self.dataset, data_fingerprint=self.data_fingerprint, artifact_sha256=digest,
-                **(extra or {}),
+                batching=batching, **(extra or {}),
             )
             write_json(staging / RUN_RECORD, record)
             write_json(staging / MANIFEST, manifest.model_dump())

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from app.api.deps import StoreDep
 from app.api.schemas import error_responses
+from app.config import Batching
 from app.store.store import ModelStore
 
 LISTED_LABELS = 1000  # a 16k-word vocabulary would make /models a 250 KB answer
@@ -39,9 +40,9 @@ class ModelPublic(BaseModel):
     test_metrics: dict[str, Any]
     run_id: str | None
     extra: dict[str, Any] = Field({}, description="Model-specific manifest fields (thresholds, rules, ...).")
-    batching: dict[str, float] | None = Field(None, description=(
-        "The served version's batching in effect (max_batch_size, max_delay_ms, max_in_flight): the settings, "
-        "the manifest's own `batching`, BATCHING_OVERRIDES; null when batching is off."))
+    batching: Batching | None = Field(None, description=(
+        "The served version's batching in effect, each value from BATCHING_OVERRIDES, else the manifest's own "
+        "`batching`, else the settings; null when batching is off."))
     versions: list[VersionPublic]
 
 
@@ -76,8 +77,9 @@ def describe_model(store: ModelStore, name: str) -> ModelPublic:
         test_metrics=manifest.test_metrics if manifest else {},
         run_id=manifest.run_id if manifest else None,
         extra=dict(manifest.model_extra or {}) if manifest else {},
-        batching=batcher and {"max_batch_size": batcher.max_batch_size, "max_delay_ms": batcher.max_delay * 1000,
-                              "max_in_flight": batcher.max_in_flight},
+        batching=None if batcher is None else Batching(max_batch_size=batcher.max_batch_size,
+                                                       max_delay_ms=batcher.max_delay_ms,
+                                                       max_in_flight=batcher.max_in_flight),
         versions=sorted(versions, key=lambda v: v.version),
     )
 

@@ -12,7 +12,7 @@ from fastapi import UploadFile
 
 from app.config import Settings
 from app.errors import ApiError, BadInput, TooLarge
-from app.preprocessing import prepare_images, source_size
+from app.preprocessing import prepare_images, shrunk_size
 from app.preprocessing.images import decode_image
 
 T = TypeVar("T")
@@ -81,7 +81,7 @@ class UploadPreparer:
             slots.append(files)
             for label, data in contents:
                 try:
-                    image = decode_image(data, self.max_pixels, label, source_size(self.preprocessing))
+                    image = decode_image(data, self.max_pixels, label, shrunk_size(self.preprocessing))
                 except ApiError as error:
                     files.append(error)  # the files after it are never reached
                     break

@@ -6,6 +6,7 @@ and its other keys are passed as keyword arguments.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -14,9 +15,9 @@ from PIL import Image
 
 from app.errors import BadInput
 from app.preprocessing.fashion import prepare_fashion_item
-from app.preprocessing.imagenet import imagenet_source_size, prepare_imagenet
+from app.preprocessing.imagenet import imagenet_shrunk_size, prepare_imagenet
 from app.preprocessing.mnist import prepare_digit, prepare_digit_images
-from app.preprocessing.resized import prepare_resized, resized_source_size
+from app.preprocessing.resized import prepare_resized, resized_shrunk_size
 
 ImagePreparer = Callable[..., np.ndarray]
 
@@ -35,23 +36,22 @@ MANY_PREPARERS: dict[str, Callable[..., list[np.ndarray | BadInput]]] = {
 }
 
 
+ShrunkSize = Callable[[tuple[int, int]], tuple[int, int]]
+
 # Preparations that only ever shrink the image, with the size they shrink an image of a given size
-# to: a large JPEG for them is decoded at 1/2, 1/4 or 1/8 scale (`decode_image`'s `needs`).
-SOURCE_SIZES: dict[str, Callable[..., tuple[int, int]]] = {
-    "imagenet": imagenet_source_size,
-    "resized": resized_source_size,
+# to: a large JPEG for them is decoded at 1/2, 1/4 or 1/8 scale (`decode_image`'s `shrinks_to`).
+SHRUNK_SIZES: dict[str, Callable[..., tuple[int, int]]] = {
+    "imagenet": imagenet_shrunk_size,
+    "resized": resized_shrunk_size,
 }
 
 
-def source_size(preprocessing: dict[str, Any]) -> Callable[[tuple[int, int]], tuple[int, int]] | None:
-    """For an image of a given size, the size this preparation shrinks it to (or None: it needs
-    every pixel, as the digit and item preparations do to find the strokes or the item)."""
+def shrunk_size(preprocessing: dict[str, Any]) -> ShrunkSize | None:
+    """For an image of a given size, the size this preparation shrinks it to; None if it needs
+    every pixel, as the digit and item preparations do to find the strokes or the item."""
     params = dict(preprocessing)
-    kind = params.pop("kind", None)
-    sizes = SOURCE_SIZES.get(kind)
-    if sizes is None:
-        return None
-    return lambda size: sizes(size, **params)
+    sizes = SHRUNK_SIZES.get(params.pop("kind", None))
+    return None if sizes is None else functools.partial(sizes, **params)
 
 
 def prepare_images(images: list[Image.Image], preprocessing: dict[str, Any]) -> list[np.ndarray | BadInput]:

@@ -31,9 +31,9 @@ def resized_centre_crop(image: Image.Image, resize: int, crop: int) -> Image.Ima
     return image.resize((crop, crop), Image.BICUBIC, box=box)
 
 
-def imagenet_source_size(size: tuple[int, int], resize: int = 256, **_: object) -> tuple[int, int]:
-    """The size `resized_centre_crop` resizes a `size` image to: all it needs of the source."""
-    width, height = size
+def imagenet_shrunk_size(source: tuple[int, int], resize: int = 256, **_: object) -> tuple[int, int]:
+    """The size `resized_centre_crop` resizes a `source`-sized image to (at most the source's)."""
+    width, height = source
     scale = min(1.0, resize / min(width, height))
     return math.ceil(width * scale), math.ceil(height * scale)
 

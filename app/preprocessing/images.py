@@ -11,7 +11,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.errors import BadInput, TooLarge, Unsupported
 
-ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
+# MPO: a JPEG carrying more pictures after the first (phone photos with a depth map or an HDR gain
+# map); its first picture is the photo.
+ALLOWED_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "WEBP")
+JPEG_FORMATS = ("JPEG", "MPO")
 HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # stretched to 0-255, not clipped
 # Our own pixel limit (a setting) is checked before decoding; PIL's is switched off so it
 # never turns a large-but-allowed image into a warning or its own error type.
@@ -22,10 +25,10 @@ REDUCING_GAP = 2
 
 
 def decode_image(data: bytes, max_pixels: int, name: str = "upload",
-                 needs: Callable[[tuple[int, int]], tuple[int, int]] | None = None) -> Image.Image:
+                 shrinks_to: Callable[[tuple[int, int]], tuple[int, int]] | None = None) -> Image.Image:
     """Bytes → a fully decoded PIL image, or a 4xx naming what is wrong with them.
 
-    With `needs` (for an image of a given size, the size its preparation shrinks it to), a JPEG
+    With `shrinks_to` (for an image of a given size, the size its preparation shrinks it to), a JPEG
     much larger than that is decoded at 1/2, 1/4 or 1/8 of its size by libjpeg's DCT scaling:
     a 12-megapixel phone photo for an ImageNet classifier decodes about six times faster."""
     if not data:
@@ -45,13 +48,13 @@ def decode_image(data: bytes, max_pixels: int, name: str = "upload",
         )
     if width == 0 or height == 0:
         raise BadInput(f"{name}: the image has no pixels")
+    if shrinks_to is not None and image.format in JPEG_FORMATS:  # outside the try: a bug here is ours
+        kept_width, kept_height = shrinks_to(image.size)
+        image.draft(None, (kept_width * REDUCING_GAP, kept_height * REDUCING_GAP))  # reads no pixels yet
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image.seek(0)  # first frame of an animation
-            if needs is not None and image.format == "JPEG":
-                kept_width, kept_height = needs(image.size)
-                image.draft(None, (kept_width * REDUCING_GAP, kept_height * REDUCING_GAP))
             image.load()
             ImageOps.exif_transpose(image, in_place=True)  # phone photos carry their rotation in EXIF; no copy
     except Exception as error:

@@ -16,8 +16,8 @@ from app.preprocessing.images import to_gray, to_rgb
 ColourMode = Literal["grayscale", "rgb"]
 
 
-def resized_source_size(_size: tuple[int, int], size: int | list[int], **_: object) -> tuple[int, int]:
-    """All `prepare_resized` needs of any source: its output size, the longer side both ways
+def resized_shrunk_size(_source: tuple[int, int], size: int | list[int], **_: object) -> tuple[int, int]:
+    """What `prepare_resized` shrinks any source to: its output size, the longer side both ways
     (a photo's EXIF rotation may swap width and height after decoding)."""
     side = size if isinstance(size, int) else max(size)
     return side, side

@@ -80,6 +80,7 @@ class DynamicBatcher:
         self.run_batch = run_batch
         self.model = model
         self.max_batch_size = max_batch_size
+        self.max_delay_ms = max_delay_ms
         self.max_delay = max_delay_ms / 1000.0
         # Batches running at once: while one computes, the next is gathered and started, so the
         # cores never wait on the gathering (Triton's "instance count").
