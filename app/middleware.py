@@ -29,6 +29,12 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):020x}"
 
 
+def _is_sane_request_id(given: str) -> bool:
+    """1 to 64 ASCII letters, digits and dashes: str.isalnum() alone takes ², µ, À..., which would be
+    echoed re-encoded as UTF-8, not as the bytes the client sent."""
+    return 0 < len(given) <= 64 and given.isascii() and given.replace("-", "").isalnum()
+
+
 class RequestIdMiddleware:
     """Take the caller's X-Request-ID (if sane) or make one; echo it in the response and logs."""
 
@@ -39,7 +45,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         given = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"").decode("latin-1")
-        request_id = given if 0 < len(given) <= 64 and given.replace("-", "").isalnum() else new_request_id()
+        request_id = given if _is_sane_request_id(given) else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
 

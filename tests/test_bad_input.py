@@ -63,7 +63,7 @@ def test_unknown_model_and_version_are_404(client):
 
 
 def test_missing_file_field_is_422(client):
-    body = assert_error(client.post("/classify", data={"other": "x"}), 422, "file")
+    body = assert_error(client.post("/classify", files={"other": ("x.png", b"x")}), 422, "file")
     assert body["errors"][0]["loc"][-1] == "file"
 
 

@@ -1,6 +1,9 @@
-"""Protocol edges: HEAD on GET routes, refused CORS preflights, multipart headers over the parser's limit."""
+"""Protocol edges: HEAD on GET routes, 405s, refused CORS preflights, multipart errors, wrong content types,
+Range headers and request ids: each a JSON error of the service's shape, never plain text."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 from fastapi.testclient import TestClient
@@ -8,8 +11,11 @@ from python_multipart.multipart import DEFAULT_MAX_HEADER_SIZE
 
 from app.api.docs import PREFIX
 from app.main import create_app
-from tests.conftest import template_image
+from app.middleware import RequestIdMiddleware
+from tests.conftest import make_settings, template_image
 from tests.test_bad_input import assert_error, post
+from tests.test_ecg import ecg_args, synthetic_split
+from training.ecg import train_on
 
 # A static asset of over a megabyte: FileResponse sends it in many body messages.
 LARGE_ASSET = f"{PREFIX}/swagger-ui-bundle.js"
@@ -60,7 +66,7 @@ def cors_client(trained_settings) -> TestClient:
     ("origin", "method", "words"),
     [
         ("https://evil.example", "POST", "origin 'https://evil.example' is not allowed"),
-        ("https://a.example", "PUT", "method 'PUT' is not allowed (allowed: GET, POST, PATCH, DELETE)"),
+        ("https://a.example", "PUT", "method 'PUT' is not allowed (allowed: GET, HEAD, POST, PATCH, DELETE)"),
         ("https://evil.example", "PUT", "origin 'https://evil.example' is not allowed; method 'PUT'"),
     ],
     ids=["origin", "method", "both"],
@@ -101,3 +107,116 @@ def test_other_multipart_parse_errors_say_what_the_parser_found(client):
     body, headers = multipart(b"Bad Header: v\r\n" + disposition)
     assert_error(client.post("/classify", content=body, headers=headers), 400,
                  "invalid multipart data: Found invalid character")
+
+
+def test_405_allow_lists_every_route_on_the_path(client):
+    """PATCH and DELETE are two routes on /admin/runs/{id}; Starlette names only the first."""
+    response = client.put("/admin/runs/ff")
+    assert_error(response, 405, "Method Not Allowed")
+    assert response.headers["allow"] == "DELETE, PATCH"
+    assert client.post(f"{PREFIX}/favicon.png").headers["allow"] == "GET, HEAD"  # StaticFiles' own 405
+
+
+@pytest.fixture(scope="module")
+def ecg_client(tmp_path_factory) -> TestClient:
+    """A store holding a tiny ECG autoencoder, for /anomaly (one epoch: only its errors are tested)."""
+    settings = make_settings(tmp_path_factory.mktemp("ecg"))
+    data = {"train": synthetic_split(40, 8, 1), "validation": synthetic_split(20, 20, 2),
+            "test": synthetic_split(20, 20, 3)}
+    train_on(data, ecg_args(epochs=1), settings, dataset="synthetic", data_fingerprint="test")
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def test_anomaly_explains_a_multipart_error_as_classify_does(client, ecg_client):
+    files = {"file": ("a" * 5000 + ".csv", b"0.5\n", "text/csv")}
+    classify = assert_error(client.post("/classify", files=files), 400, "a multipart part has a header line")
+    anomaly = assert_error(ecg_client.post("/anomaly", files=files), 400, "a multipart part has a header line")
+    assert anomaly["detail"] == classify["detail"]
+    body, headers = multipart(b"Bad Header: v\r\n")
+    assert_error(ecg_client.post("/anomaly", content=body, headers=headers), 400,
+                 "invalid multipart data: Found invalid character")
+
+
+@pytest.mark.parametrize("path", ["/classify", "/detect"])
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"json": {"file": "x"}}, "content type 'application/json'"),
+        ({"content": b"x", "headers": {"content-type": "text/plain"}}, "content type 'text/plain'"),
+        ({"content": b"x", "headers": {"content-type": "multipart/mixed; boundary=b"}}, "'multipart/mixed'"),
+        ({"content": b""}, "no content type"),
+    ],
+    ids=["json", "text", "multipart-mixed", "none"],
+)
+def test_an_image_route_names_a_body_that_is_not_multipart(client, path, kwargs, named):
+    body = assert_error(client.post(path, **kwargs), 415, named)
+    assert body["detail"].endswith("send multipart/form-data with the image(s) in the 'file' field")
+
+
+def test_a_urlencoded_form_is_told_it_cannot_carry_files(client):
+    for form in ({"file": "x"}, {"other": "x"}):  # no Python repr of the value either
+        assert_error(client.post("/classify", data=form), 415, "content type 'application/x-www-form-urlencoded': "
+                     "send multipart/form-data with the image(s) in the 'file' field")
+
+
+def test_a_multipart_body_without_the_file_field_stays_422(client):
+    body = assert_error(client.post("/classify", files={"other": ("a.png", template_image(1))}), 422,
+                        "body.file: Field required")
+    assert body["errors"][0]["loc"] == ["body", "file"]
+
+
+def plot_url(client) -> str:
+    run = client.get("/runs").json()["data"][0]
+    return client.get(f"/runs/{run['id']}").json()["plot_urls"][0]
+
+
+@pytest.mark.parametrize("where", ["plot", "asset"])
+def test_a_bad_range_is_a_json_error(client, where):
+    url = plot_url(client) if where == "plot" else f"{PREFIX}/favicon.png"
+    size = len(client.get(url).content)
+    malformed = client.get(url, headers={"Range": "bytes=garbage", "X-Request-ID": "range-1"})
+    assert malformed.headers["content-type"] == "application/json"
+    body = assert_error(malformed, 400, "Range header 'bytes=garbage': range must be requested; ask for bytes=")
+    assert body["request_id"] == "range-1"
+    assert_error(client.get(url, headers={"Range": "bytes=5-2"}), 400, "start must be less than end")
+    past_end = client.get(url, headers={"Range": "bytes=99999999-"})
+    assert_error(past_end, 416, f"a range starts past the end of the file ({size} bytes)")
+    assert past_end.headers["content-range"] == f"bytes */{size}"
+
+
+@pytest.mark.parametrize("where", ["plot", "asset"])
+def test_ranges_in_bytes_are_served_and_other_units_ignored(client, where):
+    url = plot_url(client) if where == "plot" else f"{PREFIX}/favicon.png"
+    whole = client.get(url).content
+    part = client.get(url, headers={"Range": "bytes=0-3"})
+    assert part.status_code == 206 and part.content == whole[:4]
+    other_unit = client.get(url, headers={"Range": "items=0-1"})
+    assert other_unit.status_code == 200 and other_unit.content == whole
+
+
+def request_id_echoed(raw: bytes) -> bytes:
+    """The X-Request-ID the middleware answers a request carrying `raw` with, bytes as on the wire."""
+    sent: list[dict] = []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [(b"x-request-id", raw)]}
+    asyncio.run(RequestIdMiddleware(app)(scope, None, send))
+    return dict(sent[0]["headers"])[b"x-request-id"]
+
+
+@pytest.mark.parametrize("raw", ["\u00b2", "\u00aa", "\u00b5", "caf\u00e9", "\u00c0-\u00ff"])
+def test_a_request_id_outside_ascii_is_replaced(raw):
+    """Header bytes are read as latin-1, where ², ª, µ, À..ÿ pass str.isalnum()."""
+    echoed = request_id_echoed(raw.encode("latin-1"))
+    assert echoed.isascii() and echoed != raw.encode("latin-1") and len(echoed) == 32
+
+
+def test_an_ascii_request_id_is_echoed_as_sent():
+    assert request_id_echoed(b"Job-42-abc") == b"Job-42-abc"

@@ -8,7 +8,8 @@ import fastapi_offline
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
-from fastapi.staticfiles import StaticFiles
+
+from app.api.files import JsonRangeStaticFiles
 
 ASSETS = Path(fastapi_offline.__file__).parent / "static"
 PREFIX = "/docs-assets"
@@ -34,5 +35,5 @@ def read_redoc() -> HTMLResponse:
 
 
 def install_docs(app: FastAPI) -> None:
-    app.mount(PREFIX, StaticFiles(directory=ASSETS), name="docs-assets")
+    app.mount(PREFIX, JsonRangeStaticFiles(directory=ASSETS), name="docs-assets")
     app.include_router(router)

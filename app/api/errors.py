@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import DEFAULT_MAX_HEADER_COUNT, DEFAULT_MAX_HEADER_SIZE
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.errors import ApiError
 
@@ -51,13 +53,54 @@ def _multipart_detail(error: StarletteHTTPException) -> str | None:
     return f"invalid multipart data: {reason}"
 
 
-def allow_head(headers: dict[str, str] | None) -> dict[str, str] | None:
-    """A 405's headers with HEAD beside GET in `Allow`: `HeadMiddleware` answers HEAD on every GET route."""
-    allow = (headers or {}).get("Allow")
-    if allow is None:
+def allowed_methods(request: Request, headers: dict[str, str] | None) -> dict[str, str] | None:
+    """A 405's headers with `Allow` naming every method the path takes, HEAD beside GET.
+
+    Starlette names only the methods of the first route on the path, though a path can have
+    several (PATCH and DELETE on /admin/runs/{id}); `HeadMiddleware` answers HEAD on every GET
+    route. A 405 no route raised (StaticFiles' own) keeps its `Allow`. Run on 405s only.
+    """
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):  # FastAPI nests included routers: flatten them
+        if route.matches(request.scope)[0] is Match.PARTIAL:
+            methods |= route.methods or set()
+    if not methods:
+        methods = {method.strip().upper() for method in (headers or {}).get("Allow", "").split(",") if method.strip()}
+    if not methods:
         return headers
-    methods = [method.strip().upper() for method in allow.split(",")]
-    return {**headers, "Allow": allow + ", HEAD"} if "GET" in methods and "HEAD" not in methods else headers
+    if "GET" in methods:
+        methods.add("HEAD")
+    return {**(headers or {}), "Allow": ", ".join(sorted(methods))}
+
+
+def _validation_error(problems: list[dict], request: Request) -> JSONResponse:
+    detail = "; ".join(f"{_location(p)}: {p['msg']}" for p in problems) or "invalid request"
+    return _error(422, detail, request, problems)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _upload_missed_for_content_type(request: Request, problems: list[dict]) -> str | None:
+    """The route's file upload (a `File()` parameter) that failed, if the body was not multipart/form-data.
+
+    FastAPI reads an upload route's body as a form whatever its type, so a JSON, text or untyped
+    body fails as "body.file: Field required", and a urlencoded `file=x` with a Python repr.
+    """
+    if _media_type(request) == "multipart/form-data":
+        return None
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    uploads = {field.alias for field in getattr(dependant, "body_params", ()) if isinstance(field.field_info, params.File)}
+    return next((p["loc"][1] for p in problems if len(p["loc"]) > 1 and p["loc"][0] == "body" and p["loc"][1] in uploads),
+                None)
+
+
+def _not_multipart_error(request: Request, upload: str) -> JSONResponse:
+    """A 415 naming the content type sent (a urlencoded form cannot carry files either)."""
+    media_type = _media_type(request)
+    sent = f"content type {media_type!r}" if media_type else "no content type"
+    return _error(415, f"{sent}: send multipart/form-data with the image(s) in the '{upload}' field", request)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -71,13 +114,16 @@ def install_error_handlers(app: FastAPI) -> None:
             {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
             for e in error.errors()
         ]
-        detail = "; ".join(f"{_location(p)}: {p['msg']}" for p in problems) or "invalid request"
-        return _error(422, detail, request, problems)
+        upload = _upload_missed_for_content_type(request, problems)  # only on errors: uploads that work pay nothing
+        if upload is not None:
+            return _not_multipart_error(request, upload)
+        return _validation_error(problems, request)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         detail = (error.status_code == 400 and _multipart_detail(error)) or str(error.detail)
-        return _error(error.status_code, detail, request, headers=allow_head(error.headers))  # a 405's Allow
+        headers = allowed_methods(request, error.headers) if error.status_code == 405 else error.headers
+        return _error(error.status_code, detail, request, headers=headers)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:

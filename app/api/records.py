@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 from fastapi import Request
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
 
 from app.api.uploads import sized_work
 from app.config import Settings
@@ -182,10 +181,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def read_csv_upload(request: Request, limit: int, max_files: int) -> bytes:
-    try:
-        form = await request.form(max_files=max_files, max_fields=max_files)
-    except HTTPException as error:  # starlette's 400 for a broken multipart body
-        raise BadInput(f"malformed multipart body: {error.detail}") from None
+    # A body the multipart parser cannot read raises Starlette's 400, left to the handler that
+    # explains it (app/api/errors.py) as it does for the image routes.
+    form = await request.form(max_files=max_files, max_fields=max_files)
     uploads = [value for value in form.getlist(CSV_FIELD) if isinstance(value, UploadFile)]
     if len(uploads) != 1:
         raise BadInput(f"send one CSV file in the '{CSV_FIELD}' field (got {len(uploads)})")

@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 
 from app.api.deps import SessionDep, SettingsDep
+from app.api.files import JsonRangeFileResponse
 from app.api.query import WholeNumber
 from app.api.schemas import error_responses
 from app.errors import NotFound
@@ -92,12 +92,12 @@ def read_run(run_id: RunId, session: SessionDep) -> RunPublic:
 
 @router.get(
     "/{run_id}/plots/{name}",
-    response_class=FileResponse,
+    response_class=JsonRangeFileResponse,
     responses={200: {"content": {"image/png": {}}}},
 )
 def read_run_plot(
     run_id: RunId, name: Annotated[str, PathParam(max_length=128)], session: SessionDep, settings: SettingsDep
-) -> FileResponse:
+) -> JsonRangeFileResponse:
     """A plot the run produced (PNG): loss curves, confusion matrix, ..."""
     run = find_run(session, run_id)
     if name not in (run.plots or []):  # only names the run recorded ever reach the filesystem
@@ -109,4 +109,4 @@ def read_run_plot(
     path = Path(folder) / name
     if not path.is_file():
         raise NotFound(f"plot '{name}' of run '{run_id}' is missing on disk")
-    return FileResponse(path, media_type="image/png")
+    return JsonRangeFileResponse(path, media_type="image/png")
