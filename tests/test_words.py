@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import json
+import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from fastapi.testclient import TestClient
 
+from app.api import spellings
+from app.api.spellings import SpellingIndex
+from app.api.words import word_ids
+from app.config import REPO_ROOT
+from app.errors import NotFound
 from app.main import create_app
-from app.preprocessing.words import tokenize
+from app.preprocessing.words import combining_marks, tokenize
 from tests.conftest import make_settings
 from training.words import Corpus, train_cbow, train_on
 from training.words.cbow import CBOW
@@ -56,6 +65,20 @@ def test_tokenizer_lowercases_and_keeps_only_words():
 
 def test_tokenizer_keeps_a_dotted_capital_and_a_decomposed_accent_inside_their_words():
     assert tokenize("İSTANBUL İstanbul cafe\u0301") == ["istanbul", "istanbul", "café"]
+
+
+def test_tokenizer_reads_a_curly_apostrophe_as_the_ascii_one():
+    assert tokenize("Don\u2019t don\u02bct \u2018quoted\u2019 O\u2019Brien") == ["don't", "don't", "quoted", "o'brien"]
+
+
+@pytest.mark.parametrize("word", ["हिन्दी", "كَتَبَ", "שָׁלוֹם", "q\u0301", "a\U0001d167b", "x\U000e0100"])
+def test_tokenizer_keeps_combining_marks_inside_their_words(word):
+    """Devanagari vowel signs, Arabic and Hebrew points, a mark with no composed form, marks beyond the BMP."""
+    assert tokenize(f"{word} 7{word}") == [word, word]
+
+
+def test_combining_marks_lie_in_the_planes_the_tokenizer_scans():
+    assert combining_marks(tuple(range(17))) == combining_marks((0, 1, 14))
 
 
 def test_documents_are_cut_into_pieces_gensim_will_not_truncate():
@@ -276,6 +299,14 @@ def test_unknown_word_is_a_404_with_close_spellings(words_client):
     assert "close spellings" not in response.json()["detail"]
 
 
+def test_a_curly_apostrophe_or_a_combining_mark_is_read_inside_the_word(words_client):
+    response = words_client.get("/similar-words", params={"word": "can\u2019t"})  # was "2 words (can t)"
+    assert response.status_code == 404 and "'can't' is not in the vocabulary" in response.json()["detail"]
+    response = words_client.get("/similar-words", params={"word": "cat\u0301"})  # was read as "cat"
+    assert response.status_code == 404, response.text
+    assert "'cat\u0301' is not in the vocabulary" in response.json()["detail"] and "cat" in response.json()["detail"]
+
+
 @pytest.mark.parametrize("path, params, reason", [
     ("/similar-words", {"word": ""}, "word"),
     ("/similar-words", {"word": "!!"}, "holds no word"),
@@ -300,3 +331,70 @@ def test_words_model_is_listed_as_an_embedding(words_client):
     assert words["task"] == "embedding" and words["input_spec"]["shape"] == [16]
     assert words["test_metrics"]["wordsim353_pairs"] == 4 and words["test_metrics"]["analogy_questions"] == 1
     assert words_client.get("/similar-words", params={"word": "cat", "model": "nope"}).status_code == 404
+
+
+# --- close spellings -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shipped_vocabulary() -> list[str]:
+    manifest = REPO_ROOT / "models" / "words" / "1" / "manifest.json"
+    if not manifest.is_file():
+        pytest.skip("no shipped words model")
+    return json.loads(manifest.read_text())["labels"]
+
+
+def misspellings(vocabulary: list[str], count: int, seed: int) -> list[str]:
+    """Vocabulary words with one or two letters inserted, dropped or replaced, and random letters;
+    none of them in the vocabulary."""
+    rng = random.Random(seed)
+    words = []
+    for _ in range(count):
+        word = list(rng.choice(vocabulary))
+        for _ in range(rng.randint(1, 2)):
+            at, letter, edit = rng.randrange(len(word)), rng.choice("abcdefghijklmnopqrstuvwxyzé'"), rng.randrange(3)
+            if edit == 0 or len(word) == 1:
+                word.insert(at, letter)
+            elif edit == 1:
+                del word[at]
+            else:
+                word[at] = letter
+        words.append("".join(word))
+        words.append("".join(rng.choice("etaoinshrdlu") for _ in range(rng.randint(1, 14))))
+    known = set(vocabulary)
+    return [word for word in words if word not in known]
+
+
+def test_close_spellings_are_difflibs(shipped_vocabulary):
+    index = SpellingIndex(shipped_vocabulary)
+    assert index.close_to("fraance") == ["france", "france's", "forbearance", "francs", "franco"]  # README
+    for word in [*misspellings(shipped_vocabulary, 150, seed=0), "", "q\u0301", "हिन्दी", "e" * 64, "e" * 65, "x" * 500]:
+        assert index.close_to(word) == difflib.get_close_matches(word, shipped_vocabulary, n=5, cutoff=0.6), word
+
+
+def test_an_unknown_word_is_compared_exactly_with_a_few_words_only(shipped_vocabulary, monkeypatch):
+    """difflib compared every one of the 16,401 words (30-100 ms per unknown word, on the event loop:
+    30 clients asking for misspelt words kept /health waiting for seconds); the index's bounds
+    leave a handful to compare exactly."""
+    loaded = SimpleNamespace(manifest=SimpleNamespace(labels=shipped_vocabulary), derived={})
+    compared = []
+    ratio = difflib.SequenceMatcher.ratio
+    monkeypatch.setattr(difflib.SequenceMatcher, "ratio", lambda self: compared.append(1) or ratio(self))
+    with pytest.raises(NotFound, match="close spellings: france, france's, forbearance, francs, franco"):
+        word_ids(loaded, ["fraance"])
+    words = misspellings(shipped_vocabulary, 100, seed=1)
+    for word in words:
+        with pytest.raises(NotFound):
+            word_ids(loaded, [word])
+    assert len(compared) / (len(words) + 1) < 30 and max(len(compared), 1) <= spellings.MAX_COMPARED * (len(words) + 1)
+
+
+def test_close_spellings_are_kept_for_the_words_asked_last(monkeypatch):
+    index = SpellingIndex(["cat", "dog", "car"])
+    searched = []
+    search = index.search
+    monkeypatch.setattr(index, "search", lambda word: searched.append(word) or search(word))
+    monkeypatch.setattr(spellings, "KEPT_WORDS", 2)
+    for word in ["cta", "dgo", "cta", "crr", "cta", "dgo"]:  # "dgo" is dropped when "crr" comes
+        index.close_to(word)
+    assert searched == ["cta", "dgo", "crr", "dgo"]
+    assert index.close_to("cta") == ["cat", "car"] and list(index.kept) == ["dgo", "cta"]

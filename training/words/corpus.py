@@ -22,7 +22,7 @@ LEE_CORPUS = GENSIM_TEXTS.files[1].path
 WORDSIM353 = GENSIM_TEXTS.files[2].path
 ANALOGIES = GENSIM_TEXTS.files[3].path
 MAX_PIECE = 10_000
-CORPUS_VERSION = 1  # bump when tokenisation changes, so stale caches are rebuilt
+CORPUS_VERSION = 2  # bump when tokenisation changes, so stale caches are rebuilt
 
 def pieces(tokens: list[str], size: int = MAX_PIECE) -> Iterator[list[str]]:
     for start in range(0, len(tokens), size):
