@@ -475,7 +475,7 @@ def test_detect_bad_inputs(detect_client):
     assert detect_client.post("/detect", files={"file": ("x.png", b"not an image")}).status_code == 422
     assert detect_client.post("/detect", files={"file": ("x.png", b"")}).status_code == 422
     assert detect_client.post("/detect?score_threshold=1.5", files={"file": ("x.png", image)}).status_code == 422
-    assert detect_client.post("/detect").status_code == 422
+    assert detect_client.post("/detect").status_code == 415  # no body, so no multipart form with a file
     assert detect_client.post("/detect?model=nope", files={"file": ("x.png", image)}).status_code == 404
     not_detector = detect_client.post("/detect?model=digits", files={"file": ("x.png", image)})
     assert not_detector.status_code == 404 and "not a detector" in not_detector.json()["detail"]
