@@ -292,6 +292,16 @@ def measure_rounds(server: Server, scenario: Scenario, connections: int, duratio
     return result, base, ratios
 
 
+# A heavy round lasts long enough for about this many requests at one connection's pace: at 1
+# request/s (the tree detector), a 10-second round holds 10 and one request more or less is 10 %.
+HEAVY_ROUND_REQUESTS = 40
+
+
+def heavy_round_seconds(single_p50_ms: float, least: float) -> float:
+    """Seconds per heavy round: at least `least`, enough for HEAVY_ROUND_REQUESTS, at most a minute."""
+    return max(least, min(60.0, HEAVY_ROUND_REQUESTS * single_p50_ms / 1000))
+
+
 def measure_heavy(server: Server, heavy: list[Scenario], args: argparse.Namespace, workdir: Path) -> list[tuple]:
     """Single-request latency, then `rounds` turns of 8 connections on this server (batching on) and
     on a second one with batching off, both loaded the whole time: (scenario, single, on, off, speed-ups)."""
@@ -300,10 +310,11 @@ def measure_heavy(server: Server, heavy: list[Scenario], args: argparse.Namespac
     try:
         for scenario in heavy:
             single = measure(server, scenario.request, 1, args.duration, "1 connection", workdir, scenario.model)
+            duration = heavy_round_seconds(single.p50_ms, args.duration)
             on, off = [], []
             for _ in range(args.heavy_rounds):
-                on.append(measure(server, scenario.request, 8, args.duration, "batching on", workdir, scenario.model))
-                off.append(measure(unbatched_server, scenario.request, 8, args.duration, "batching off", workdir))
+                on.append(measure(server, scenario.request, 8, duration, "batching on", workdir, scenario.model))
+                off.append(measure(unbatched_server, scenario.request, 8, duration, "batching off", workdir))
             speed_ups = [a.rps / max(b.rps, 1e-9) for a, b in zip(on, off, strict=True)]
             rows.append((scenario, single, middle(on), middle(off), speed_ups))
             print(f"{scenario.name}: batching on vs off " + ", ".join(f"{x:.2f}×" for x in speed_ups), flush=True)
@@ -383,7 +394,8 @@ def report(rows, heavy_rows, memory, args) -> str:
     if heavy_rows:
         lines += ["", "## Heavy models: batching on vs off", "",
                   f"Two servers, one with batching on and one off, both loaded throughout; {args.heavy_rounds} rounds of "
-                  "8 connections on each in turn. Median rounds, the median speed-up, and every round's.",
+                  "8 connections on each in turn, each round long enough for about 40 requests at the single-request "
+                  "latency (at least --duration). Median rounds, the median speed-up, and every round's.",
                   "",
                   "| endpoint | single request p50 ms | 8 conn. batching on req/s | p99 ms | 8 conn. batching off req/s | "
                   "p99 ms | speed-up | speed-up per round |",
