@@ -290,9 +290,11 @@ def csv_upload(client, data: bytes):
         ((",".join(["0.5"] * 139 + ['"1']) + "\n").encode(), "malformed CSV at line 1"),
         (b"\xff\xfe\x00garbage", "not UTF-8"),
         (("\t".join(["1"] + ["0.5"] * 140) + "\n").encode(), "line 1 has 141 values; expected 140"),
+        ((",".join(["0.5"] * 139 + ["1_0"]) + "\n").encode(), 'column 140: "1_0" is not a number written in ASCII'),
+        ((",".join(["0.5"] * 139 + ["\u0661"]) + "\n").encode(), "column 140: "),  # an Arabic-Indic one
     ],
     ids=["empty", "blank-lines", "header", "short-row", "nan", "inf", "empty-cell", "open-quote", "binary",
-         "class-column"],
+         "class-column", "underscore", "other-digits"],
 )
 def test_bad_csv_is_422_naming_the_line(ecg_client, data, words):
     assert_error(csv_upload(ecg_client, data), 422, words)

@@ -220,3 +220,13 @@ def test_a_request_id_outside_ascii_is_replaced(raw):
 
 def test_an_ascii_request_id_is_echoed_as_sent():
     assert request_id_echoed(b"Job-42-abc") == b"Job-42-abc"
+
+
+def test_the_form_parsers_limits_are_413s_in_the_services_words(client, ecg_client):
+    many = [("file", (f"{i}.png", b"x")) for i in range(1001)]
+    assert_error(client.post("/classify", files=many), 413, "more than 1000 files in one multipart body")
+    csv_files = [("file", (f"{i}.csv", b"0.5")) for i in range(40)]
+    assert_error(ecg_client.post("/anomaly", files=csv_files), 413, "files in one multipart body")
+    field = {"note": "x" * (1024 * 1024 + 1)}
+    assert_error(client.post("/classify", data=field, files={"file": ("a.png", template_image(1))}), 413,
+                 "a form field over 1024 KB")

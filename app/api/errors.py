@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
@@ -51,6 +52,25 @@ def _multipart_detail(error: StarletteHTTPException) -> str | None:
     if reason == "Maximum header count exceeded":
         return f"a multipart part has more than {DEFAULT_MAX_HEADER_COUNT} headers, the parser's limit"
     return f"invalid multipart data: {reason}"
+
+
+# Starlette's own form limits, worded for a reader of the service (status 413, not its 400).
+FORM_LIMITS = (
+    (re.compile(r"Too many files\. Maximum number of files is (\d+)\."),
+     "more than {0} files in one multipart body, the form parser's limit"),
+    (re.compile(r"Too many fields\. Maximum number of fields is (\d+)\."),
+     "more than {0} fields in one multipart body, the form parser's limit"),
+    (re.compile(r"(?:Part|Field) exceeded maximum size of (\d+)KB\."),
+     "a form field over {0} KB, the form parser's limit (send an image as a file part, with a filename)"),
+)
+
+
+def _form_limit(error: StarletteHTTPException) -> str | None:
+    """The detail of a 413 for a Starlette form limit `error` reports, or None if it is not one."""
+    for pattern, detail in FORM_LIMITS:
+        if found := pattern.fullmatch(str(error.detail)):
+            return detail.format(*found.groups())
+    return None
 
 
 def allowed_methods(request: Request, headers: dict[str, str] | None) -> dict[str, str] | None:
@@ -121,6 +141,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 400 and (over := _form_limit(error)) is not None:
+            return _error(413, over, request)
         detail = (error.status_code == 400 and _multipart_detail(error)) or str(error.detail)
         headers = allowed_methods(request, error.headers) if error.status_code == 405 else error.headers
         return _error(error.status_code, detail, request, headers=headers)

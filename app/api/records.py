@@ -139,9 +139,12 @@ def _csv_number(cell: str, where: str) -> float:
     if not text:
         raise BadInput(f"{where}: empty cell")
     try:
-        return _as_number(float(text), where)
+        number = _as_number(float(text), where)
     except ValueError:
         raise BadInput(f"{where}: {_describe(text)} is not a number (no header row; one record per line)") from None
+    if not text.isascii() or "_" in text:  # float() also reads "1_0" and other scripts' digits
+        raise BadInput(f"{where}: {_describe(text)} is not a number written in ASCII digits")
+    return number
 
 
 def parse_csv_records(data: bytes, length: int, max_records: int) -> np.ndarray:
