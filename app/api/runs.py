@@ -93,7 +93,7 @@ def read_run(run_id: RunId, session: SessionDep) -> RunPublic:
 @router.get(
     "/{run_id}/plots/{name}",
     response_class=JsonRangeFileResponse,
-    responses={200: {"content": {"image/png": {}}}},
+    responses={200: {"content": {"image/png": {}}}, **error_responses(400, 416)},  # 400, 416: a bad Range
 )
 def read_run_plot(
     run_id: RunId, name: Annotated[str, PathParam(max_length=128)], session: SessionDep, settings: SettingsDep

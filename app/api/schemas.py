@@ -33,6 +33,7 @@ ERROR_TEXTS: dict[int, str] = {
     408: "The request body stalled for longer than BODY_READ_TIMEOUT_S",
     413: "Upload or body over a size limit",
     415: "Unsupported media type",
+    416: "A Range header past the end of the file",
     422: "Invalid input, with the reason",
     500: "Internal error (a bug): no stack trace; the request id finds it in the logs",
     503: "Not ready: models are loading or being swapped; retry shortly",
