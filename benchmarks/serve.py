@@ -394,8 +394,9 @@ def report(rows, heavy_rows, memory, args) -> str:
     if heavy_rows:
         lines += ["", "## Heavy models: batching on vs off", "",
                   f"Two servers, one with batching on and one off, both loaded throughout; {args.heavy_rounds} rounds of "
-                  "8 connections on each in turn, each round long enough for about 40 requests at the single-request "
-                  "latency (at least --duration). Median rounds, the median speed-up, and every round's.",
+                  f"8 connections on each in turn, each round long enough for about {HEAVY_ROUND_REQUESTS} requests at "
+                  "the single-request latency (at least --duration). Median rounds, the median speed-up, and every "
+                  "round's.",
                   "",
                   "| endpoint | single request p50 ms | 8 conn. batching on req/s | p99 ms | 8 conn. batching off req/s | "
                   "p99 ms | speed-up | speed-up per round |",

@@ -224,9 +224,17 @@ def test_an_ascii_request_id_is_echoed_as_sent():
 
 def test_the_form_parsers_limits_are_413s_in_the_services_words(client, ecg_client):
     many = [("file", (f"{i}.png", b"x")) for i in range(1001)]
-    assert_error(client.post("/classify", files=many), 413, "more than 1000 files in one multipart body")
+    assert_error(client.post("/classify", files=many), 413, "more than 1000 files in the form")
     csv_files = [("file", (f"{i}.csv", b"0.5")) for i in range(40)]
-    assert_error(ecg_client.post("/anomaly", files=csv_files), 413, "files in one multipart body")
+    assert_error(ecg_client.post("/anomaly", files=csv_files), 413, "more than 32 files in the form")
+    fields = {f"f{i}": "x" for i in range(1001)}
+    assert_error(client.post("/classify", data=fields, files={"file": ("a.png", template_image(1))}), 413,
+                 "more than 1000 fields in the form")
     field = {"note": "x" * (1024 * 1024 + 1)}
     assert_error(client.post("/classify", data=field, files={"file": ("a.png", template_image(1))}), 413,
-                 "a form field over 1024 KB")
+                 "a form field over 1024 KB (a file goes in a file part")
+
+
+def test_a_urlencoded_body_over_the_parsers_limits_is_still_the_wrong_content_type(client):
+    assert_error(client.post("/classify", data={f"f{i}": "x" for i in range(1001)}), 415,
+                 "content type 'application/x-www-form-urlencoded': send multipart/form-data")

@@ -54,14 +54,13 @@ def _multipart_detail(error: StarletteHTTPException) -> str | None:
     return f"invalid multipart data: {reason}"
 
 
-# Starlette's own form limits, worded for a reader of the service (status 413, not its 400).
+# The limits of Starlette's form parser (the route's, or the parser's defaults), worded for a reader
+# of the service, with the status of a limit (413, not its 400).
 FORM_LIMITS = (
-    (re.compile(r"Too many files\. Maximum number of files is (\d+)\."),
-     "more than {0} files in one multipart body, the form parser's limit"),
-    (re.compile(r"Too many fields\. Maximum number of fields is (\d+)\."),
-     "more than {0} fields in one multipart body, the form parser's limit"),
+    (re.compile(r"Too many files\. Maximum number of files is (\d+)\."), "more than {0} files in the form"),
+    (re.compile(r"Too many fields\. Maximum number of fields is (\d+)\."), "more than {0} fields in the form"),
     (re.compile(r"(?:Part|Field) exceeded maximum size of (\d+)KB\."),
-     "a form field over {0} KB, the form parser's limit (send an image as a file part, with a filename)"),
+     "a form field over {0} KB (a file goes in a file part, with a filename)"),
 )
 
 
@@ -102,18 +101,17 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def _upload_missed_for_content_type(request: Request, problems: list[dict]) -> str | None:
-    """The route's file upload (a `File()` parameter) that failed, if the body was not multipart/form-data.
+def _upload_not_in_multipart(request: Request) -> str | None:
+    """The route's file upload (its first `File()` parameter), if the body is not multipart/form-data.
 
     FastAPI reads an upload route's body as a form whatever its type, so a JSON, text or untyped
-    body fails as "body.file: Field required", and a urlencoded `file=x` with a Python repr.
-    """
+    body fails as "body.file: Field required", a urlencoded `file=x` with a Python repr, and a
+    urlencoded body of many fields with the form parser's limits: all are the wrong content type."""
     if _media_type(request) == "multipart/form-data":
         return None
     dependant = getattr(request.scope.get("route"), "dependant", None)
-    uploads = {field.alias for field in getattr(dependant, "body_params", ()) if isinstance(field.field_info, params.File)}
-    return next((p["loc"][1] for p in problems if len(p["loc"]) > 1 and p["loc"][0] == "body" and p["loc"][1] in uploads),
-                None)
+    return next((field.alias for field in getattr(dependant, "body_params", ())
+                 if isinstance(field.field_info, params.File)), None)
 
 
 def _not_multipart_error(request: Request, upload: str) -> JSONResponse:
@@ -134,13 +132,15 @@ def install_error_handlers(app: FastAPI) -> None:
             {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
             for e in error.errors()
         ]
-        upload = _upload_missed_for_content_type(request, problems)  # only on errors: uploads that work pay nothing
-        if upload is not None:
+        upload = _upload_not_in_multipart(request)  # only on errors: uploads that work pay nothing
+        if upload is not None and any(p["loc"][:2] == ["body", upload] for p in problems):
             return _not_multipart_error(request, upload)
         return _validation_error(problems, request)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 400 and (upload := _upload_not_in_multipart(request)) is not None:
+            return _not_multipart_error(request, upload)
         if error.status_code == 400 and (over := _form_limit(error)) is not None:
             return _error(413, over, request)
         detail = (error.status_code == 400 and _multipart_detail(error)) or str(error.detail)

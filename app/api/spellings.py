@@ -17,8 +17,9 @@ MASK_BITS = 64  # the longest word whose common subsequences are counted in one 
 class SpellingIndex:
     """A vocabulary's letters laid out as arrays, once, so that a word's close spellings cost < 1 ms.
 
-    `close_to(word)` answers what `difflib.get_close_matches(word, words, n=5, cutoff=0.6)` answers,
-    which runs a SequenceMatcher over every word: 30-100 ms of CPU for 16,401 words. Its similarity
+    `close_to(word)` answers what `difflib.get_close_matches(word, words, n=5, cutoff=0.6)` answers
+    (unless more than MAX_COMPARED words pass the bounds: never for the shipped vocabulary, whose
+    queries leave at most about 25), which runs a SequenceMatcher over every word: 30-100 ms of CPU for 16,401 words. Its similarity
     is 2M / (both lengths), M the letters in the matching blocks. M is at most the length of the two
     words' longest common subsequence, itself at most the number of letters they share; numpy
     computes both bounds for the whole vocabulary at once. Only words whose bound reaches the cutoff
@@ -45,8 +46,8 @@ class SpellingIndex:
         found = self.kept.pop(word, None)
         if found is None:
             found = self.search(word)
-            if len(self.kept) >= KEPT_WORDS:
-                self.kept.pop(next(iter(self.kept)))
+            if len(self.kept) >= KEPT_WORDS:  # on the event loop only: no other thread changes `kept`
+                self.kept.pop(next(iter(self.kept)), None)
         self.kept[word] = found  # (re)inserted last: the dictionary's order is the order of use
         return found
 
