@@ -318,6 +318,8 @@ def test_a_curly_apostrophe_or_a_combining_mark_is_read_inside_the_word(words_cl
     ("/analogy", {}, "positive"),
     ("/analogy", {"positive": ["cat"] * 11}, "at most 10"),
     ("/analogy", {"positive": ["cat"], "negative": ["cat"]}, "cancel out"),
+    ("/analogy", {"positive": ["cat", "x" * 65]}, "query.positive.1: String should have at most 64 characters"),
+    ("/analogy", {"positive": ["cat"], "negative": [""]}, "query.negative.0: String should have at least 1 character"),
 ])
 def test_bad_queries_are_422_naming_the_problem(words_client, path, params, reason):
     response = words_client.get(path, params=params)

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from app.api.deps import serving
 from app.api.query import ModelQuery, WholeNumber, at_most_setting, documented, model_field, read_query
@@ -160,9 +160,13 @@ class SimilarQuery(WordsQuery):
     k: Annotated[WholeNumber, at_most_setting("MAX_K")] = Field(10, ge=1, description="How many words to return (at most MAX_K).")
 
 
+# One word of an analogy, bounded as /similar-words' `word` is.
+AnalogyWord = Annotated[str, StringConstraints(min_length=1, max_length=MAX_WORD_CHARS)]
+
+
 class AnalogyQuery(WordsQuery):
-    positive: list[str] = Field(min_length=1, description="Words to add (repeat the parameter).")
-    negative: list[str] = Field([], description="Words to subtract (repeat the parameter).")
+    positive: list[AnalogyWord] = Field(min_length=1, description="Words to add (repeat the parameter).")
+    negative: list[AnalogyWord] = Field([], description="Words to subtract (repeat the parameter).")
     k: Annotated[WholeNumber, at_most_setting("MAX_K")] = Field(5, ge=1, description="How many words to return (at most MAX_K).")
 
 
