@@ -106,8 +106,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.MAX_BODY_BYTES,
                        read_timeout=settings.BODY_READ_TIMEOUT_S)
     if settings.CORS_ORIGINS:
-        app.add_middleware(JsonCORSMiddleware, allow_origins=settings.CORS_ORIGINS, allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE"],
-                           allow_headers=["*"], expose_headers=["X-Request-ID"])
+        app.add_middleware(JsonCORSMiddleware, allow_origins=settings.CORS_ORIGINS,
+                           allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE"], allow_headers=["*"],
+                           expose_headers=["X-Request-ID"])
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(HeadMiddleware)  # outside the rest, so it empties every HEAD answer
     app.add_middleware(RequestIdMiddleware)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from app.api.auth import require_admin
 from app.api.deps import SessionDep, StoreDep
-from app.api.runs import RunId, RunPublic, to_public
+from app.api.runs import RunId, RunPublic, run_not_found, to_public
 from app.api.schemas import error_responses
 from app.errors import NotFound
 from app.runs import registry
@@ -63,7 +63,7 @@ def relabel_run(run_id: RunId, body: RunLabel, session: SessionDep) -> RunPublic
     """Set or clear a run's label."""
     run = registry.relabel_run(session, run_id, body.label)
     if run is None:
-        raise NotFound(f"run '{run_id}' not found")
+        raise run_not_found(run_id)
     return to_public(run)
 
 
@@ -71,5 +71,5 @@ def relabel_run(run_id: RunId, body: RunLabel, session: SessionDep) -> RunPublic
 def delete_run(run_id: RunId, session: SessionDep) -> Response:
     """Delete a run record (its model version, if any, stays in the store)."""
     if not registry.delete_run(session, run_id):
-        raise NotFound(f"run '{run_id}' not found")
+        raise run_not_found(run_id)
     return Response(status_code=204)

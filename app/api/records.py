@@ -185,7 +185,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def read_csv_upload(request: Request, limit: int, max_files: int) -> bytes:
     # A body the multipart parser cannot read raises Starlette's 400, left to the handler that
-    # explains it (app/api/errors.py) as it does for the image routes.
+    # explains it (app/api/forms.py) as it does for the image routes.
     form = await request.form(max_files=max_files, max_fields=max_files)
     uploads = [value for value in form.getlist(CSV_FIELD) if isinstance(value, UploadFile)]
     if len(uploads) != 1:

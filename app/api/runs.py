@@ -59,10 +59,14 @@ def to_public(run: Run) -> RunPublic:
     return public
 
 
+def run_not_found(run_id: str) -> NotFound:
+    return NotFound(f"run '{run_id}' not found")
+
+
 def find_run(session, run_id: str) -> Run:
     run = registry.get_run(session, run_id)
     if run is None:
-        raise NotFound(f"run '{run_id}' not found")
+        raise run_not_found(run_id)
     return run
 
 

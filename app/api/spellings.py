@@ -7,6 +7,8 @@ import heapq
 
 import numpy as np
 
+from app.serving.kept import keep
+
 SUGGESTIONS = 5
 CUTOFF = 0.6  # difflib.get_close_matches' default similarity
 MAX_COMPARED = 200  # exact comparisons per word: a typo needs 6 (at most ~60), a crafted word stops here
@@ -43,13 +45,8 @@ class SpellingIndex:
         """Up to five vocabulary words spelt like `word`, closest first; kept, since typos recur."""
         if 2 * self.longest / (len(word) + self.longest) < CUTOFF:
             return []  # too long to resemble any word (which also bounds the length of kept words)
-        found = self.kept.pop(word, None)
-        if found is None:
-            found = self.search(word)
-            if len(self.kept) >= KEPT_WORDS:  # on the event loop only: no other thread changes `kept`
-                self.kept.pop(next(iter(self.kept)), None)
-        self.kept[word] = found  # (re)inserted last: the dictionary's order is the order of use
-        return found
+        found = self.kept.pop(word, None)  # re-inserted by `keep`: the dictionary's order is the order of use
+        return keep(self.kept, word, self.search(word) if found is None else found, KEPT_WORDS)
 
     def search(self, word: str) -> list[str]:
         """Close spellings by difflib's ratio, compared only where the bounds let them reach the cutoff."""

@@ -74,6 +74,7 @@ class UploadPreparer:
         files were prepared one after the other). Small images (at most STACKED_PIXELS) of all the
         requests are prepared together; a larger one is prepared as soon as it is decoded and then
         dropped, so memory holds one large image at a time, as before."""
+        shrinks_to = shrunk_size(self.preprocessing)  # one preparation for every file of the batch
         slots: list[list[np.ndarray | Exception | None]] = []
         small, small_slots = [], []
         for contents in requests:
@@ -81,7 +82,7 @@ class UploadPreparer:
             slots.append(files)
             for label, data in contents:
                 try:
-                    image = decode_image(data, self.max_pixels, label, shrunk_size(self.preprocessing))
+                    image = decode_image(data, self.max_pixels, label, shrinks_to)
                 except ApiError as error:
                     files.append(error)  # the files after it are never reached
                     break
