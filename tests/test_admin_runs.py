@@ -122,3 +122,17 @@ def test_deleting_a_run_deleted_meanwhile_is_404(admin, run_id):
     finally:
         stale.close()
     assert response.status_code == 404, response.text
+
+
+@pytest.mark.parametrize("key", [None, "wrong"])
+def test_the_key_is_checked_before_the_body_is_read(admin, run_id, key):
+    """FastAPI parses a JSON body before the dependencies run: without the key, a malformed body
+    was a 422 telling the caller about its body instead of the 401."""
+    headers = {"X-API-Key": key} if key else {}
+    client = TestClient(admin.app, headers=headers, raise_server_exceptions=False)
+    response = client.patch(f"/admin/runs/{run_id}", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert response.status_code == 401, response.text
+    assert response.json()["detail"] == "missing or wrong X-API-Key header"
+    with_key = admin.patch(f"/admin/runs/{run_id}", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert with_key.status_code == 422
+    assert admin.get(f"/runs/{run_id}").status_code == 200

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel, Field
 
-from app.api.auth import require_admin
+from app.api.auth import KeyFirstRoute, require_admin
 from app.api.deps import SessionDep, StoreDep
 from app.api.runs import RunId, RunPublic, run_not_found, to_public
 from app.api.schemas import error_responses
@@ -20,6 +20,7 @@ router = APIRouter(
     prefix="/admin",
     tags=["admin"],
     dependencies=[Depends(require_admin)],
+    route_class=KeyFirstRoute,
     responses=error_responses(400, 401, 403, 404, 408, 413, 415, 422, 500, 503),
 )
 
