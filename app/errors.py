@@ -11,6 +11,10 @@ class ApiError(Exception):
         self.detail = detail
 
 
+class BadRequest(ApiError):
+    status_code = 400
+
+
 class BadInput(ApiError):
     status_code = 422
 

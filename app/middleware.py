@@ -15,7 +15,9 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import RequestTimeout, TooLarge
+from python_multipart.multipart import parse_options_header
+
+from app.errors import ApiError, BadRequest, RequestTimeout, TooLarge
 from app.logs import request_id_var
 from app.serving import metrics
 
@@ -125,8 +127,26 @@ class JsonCORSMiddleware(CORSMiddleware):
         return part
 
 
+# How far before a multipart body's end its closing boundary may lie (an epilogue after it is allowed).
+MULTIPART_TAIL_BYTES = 512
+
+
+def multipart_cut_short(content_type: bytes, tail: bytes) -> BadRequest | None:
+    """The error for a multipart body whose `tail` (last bytes) lacks the closing boundary, or None.
+
+    python-multipart ends such a body without complaint and drops the part it was reading, so the
+    route saw "Field required", or one file fewer than was sent and answered the rest."""
+    media, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if not media.startswith(b"multipart/") or not boundary or b"--" + boundary + b"--" in tail:
+        return None
+    return BadRequest(f"the multipart body ends without its closing boundary '--{boundary.decode('latin-1')}--': "
+                      "it was cut short (or is empty)")
+
+
 class BodyLimitMiddleware:
-    """Refuse bodies over `max_bytes` (413) and bodies that stall longer than `read_timeout` (408).
+    """Refuse bodies over `max_bytes` (413), bodies that stall longer than `read_timeout` (408), and
+    multipart bodies that end before their closing boundary (400).
 
     The declared Content-Length is checked before reading anything; chunked bodies are counted
     as they arrive, so no body larger than the limit is ever held in memory.
@@ -140,24 +160,33 @@ class BodyLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length", b"")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
             return await self._reject(send, 413, self._too_large_detail())
+        content_type = headers.get(b"content-type", b"")
+        multipart = content_type[:10].lower() == b"multipart/"
         received = 0
+        tail = b""
         started = False
-        failure: TooLarge | RequestTimeout | None = None
+        failure: ApiError | None = None
 
         async def limited_receive() -> Message:
-            nonlocal received, failure
+            nonlocal received, failure, tail
             with anyio.move_on_after(self.read_timeout) as scope_timeout:
                 message = await receive()
-            error: TooLarge | RequestTimeout | None = None
+            error: ApiError | None = None
             if scope_timeout.cancelled_caught:
                 error = RequestTimeout(f"the request body stalled for over {self.read_timeout:g} s")
             elif message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                received += len(chunk)
                 if received > self.max_bytes:
                     error = TooLarge(self._too_large_detail())
+                elif multipart:
+                    tail = (tail + chunk)[-MULTIPART_TAIL_BYTES:] if tail else chunk[-MULTIPART_TAIL_BYTES:]
+                    if not message.get("more_body", False):
+                        error = multipart_cut_short(content_type, tail)
             if error is not None:
                 failure = failure or (None if started else error)  # an answer already begun is left alone
                 raise error
@@ -168,7 +197,7 @@ class BodyLimitMiddleware:
             if failure is not None:
                 # The app caught the limit's error and answers on its own (FastAPI's form parsing
                 # turns any error into a 400 "There was an error parsing the body"): the client
-                # gets the limit's 408 or 413 instead.
+                # gets the body's own 400, 408 or 413 instead.
                 if message["type"] == "http.response.start" and not started:
                     started = True
                     await self._reject(send, failure.status_code, failure.detail)
@@ -179,7 +208,7 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, limited_receive, tracking_send)
         except Exception as error:
-            limit = failure or (error if isinstance(error, (TooLarge, RequestTimeout)) else None)
+            limit = failure or (error if isinstance(error, (TooLarge, RequestTimeout, BadRequest)) else None)
             if limit is None:
                 raise
             # The body broke a limit; whatever the app made of that (its own error, another
