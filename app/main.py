@@ -63,7 +63,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     mark_stale()
     store = ModelStore(settings.MODEL_DIR, device, dict(settings.PINNED_VERSIONS), settings.batching_for,
-                       embedding_top_k=settings.MAX_K + settings.MAX_ANALOGY_TERMS)
+                       embedding_top_k=settings.MAX_K + settings.MAX_ANALOGY_TERMS, on_load=words.build_lookups)
     app.state.store = store
     app.state.detect_slots = asyncio.Semaphore(settings.MAX_DETECTS_IN_FLIGHT)
     await anyio.to_thread.run_sync(store.load_all)

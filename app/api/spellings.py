@@ -36,7 +36,7 @@ class SpellingIndex:
         self.letter_index = {chr(code): place for place, code in enumerate(alphabet.tolist()) if code}
         # (longest, words): the n-th letter of every word, one row per n
         self.columns = np.ascontiguousarray(letters.T.astype(np.min_scalar_type(len(alphabet))))
-        self.letter_counts = count_letters(letters, len(alphabet))
+        self.letter_starts, self.letter_words, self.letter_counts = letter_postings(letters, len(alphabet))
         self.lengths = (codes != 0).sum(axis=1)
         self.longest = int(self.lengths.max())
         self.kept: dict[str, list[str]] = {}
@@ -67,10 +67,11 @@ class SpellingIndex:
             if letter in self.letter_index:
                 place = self.letter_index[letter]
                 wanted[place] = wanted.get(place, 0) + 1
-        if not wanted:
-            return np.zeros(len(self.words), np.int64)
-        places, counts = list(wanted), np.array(list(wanted.values()), np.int64)
-        return np.minimum(self.letter_counts[places], counts[:, None]).sum(axis=0)
+        shared = np.zeros(len(self.words), np.int64)
+        for place, count in wanted.items():  # a word appears once in a letter's postings: no repeated index
+            start, stop = self.letter_starts[place], self.letter_starts[place + 1]
+            shared[self.letter_words[start:stop]] += np.minimum(self.letter_counts[start:stop], min(count, self.longest))
+        return shared
 
     def common_subsequence(self, word: str, rows: np.ndarray) -> np.ndarray:
         """The longest common subsequence of `word` (at most 64 letters) with each of these words.
@@ -88,12 +89,17 @@ class SpellingIndex:
         return np.bitwise_count(~state & np.uint64((1 << len(word)) - 1))
 
 
-def count_letters(letters: np.ndarray, alphabet_size: int) -> np.ndarray:
-    """(alphabet, words): how often each word holds each letter, given (words, longest) letter places."""
+def letter_postings(letters: np.ndarray, alphabet_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each letter, the words holding it and how often, given (words, longest) letter places.
+
+    Letter by letter, as (starts, words, counts): letter p's words are words[starts[p]:starts[p+1]].
+    Sparse, so its size is the vocabulary's letters whatever the alphabet: a table of every letter
+    by every word held 3,000 × words counts for a vocabulary of Chinese characters."""
     words, longest = letters.shape
-    places = letters + np.arange(words)[:, None] * alphabet_size
-    counts = np.bincount(places.ravel(), minlength=words * alphabet_size).reshape(words, alphabet_size)
-    return np.ascontiguousarray(counts.T.astype(np.min_scalar_type(longest)))
+    places = (np.arange(words)[:, None] + letters * words)[letters != 0]  # letter-major; 0 pads
+    pairs, counts = np.unique(places, return_counts=True)
+    starts = np.searchsorted(pairs // words, np.arange(alphabet_size + 1))
+    return starts, (pairs % words).astype(np.min_scalar_type(words)), counts.astype(np.min_scalar_type(longest))
 
 
 def best_matches(word: str, candidates: list[str], bounds: list[float]) -> list[str]:

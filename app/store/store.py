@@ -160,6 +160,8 @@ class ModelStore:
     pinned: dict[str, int] = field(default_factory=dict)
     batching: BatchingPolicy = no_batching
     embedding_top_k: int = EMBEDDING_TOP_K
+    # What the routes derive from a version (a vocabulary's lookups), run as it loads, off the event loop.
+    on_load: Callable[[LoadedModel], None] = lambda _loaded: None
     loaded: dict[str, dict[int, LoadedModel]] = field(default_factory=dict)
     failures: dict[str, dict[int, str]] = field(default_factory=dict)
     # What each refused version's files looked like when it was refused: changed files are retried.
@@ -217,6 +219,7 @@ class ModelStore:
         path = version_dir(self.model_dir, name, version)
         try:
             model = load_version(path, self.device, self.batching, self.embedding_top_k)
+            self.on_load(model)
         except Exception as error:  # any failure to load must leave the service serving
             log.error("refused %s version %s: %s", name, version, error)
             self.failures.setdefault(name, {})[version] = f"{type(error).__name__}: {error}"
