@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.main import create_app
 from app.preprocessing.mnist import prepare_digit
-from tests.conftest import png_bytes, template_image
+from app.store.manifest import read_manifest
+from tests.conftest import make_settings, png_bytes, template_image, train_tiny_digits
 
 
 def test_health_and_ready(client):
@@ -140,3 +143,23 @@ def test_a_list_field_takes_every_value_of_a_repeated_parameter():
     request = Request({"type": "http", "query_string": b"positive=king&positive=woman&negative=man&k=2&k=4"})
     query = read_query(request, AnalogyQuery)
     assert (query.positive, query.negative, query.k, query.model) == (["king", "woman"], ["man"], 4, "words")
+
+
+def test_a_run_whose_version_folder_holds_another_runs_model_lists_no_plots(tmp_path):
+    """Two runs recorded digits/1 (one published to another model store, as a version retrained in
+    place would): each run's plot URL served the plot of whichever model the folder held."""
+    served = make_settings(tmp_path / "served", DATA_DIR=tmp_path / "data")
+    elsewhere = make_settings(tmp_path / "elsewhere", DATA_DIR=tmp_path / "data")
+    train_tiny_digits(served)
+    train_tiny_digits(elsewhere)
+    with TestClient(create_app(served)) as client:
+        runs = {run["id"]: run for run in client.get("/runs?model=digits").json()["data"]}
+        current = read_manifest(served.MODEL_DIR / "digits" / "1").run_id
+        other = next(run_id for run_id in runs if run_id != current)
+        assert runs[current]["plot_urls"] == [f"/runs/{current}/plots/loss.png"]
+        assert not runs[current]["artifact_replaced"]
+        assert runs[other]["plot_urls"] == [] and runs[other]["artifact_replaced"]
+        assert runs[other]["plots"] == ["loss.png"]  # what it recorded stays on record
+        gone = client.get(f"/runs/{other}/plots/loss.png")
+        assert gone.status_code == 404 and "now holds another run's model" in gone.json()["detail"]
+        assert client.get(f"/runs/{current}/plots/loss.png").status_code == 200

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel, Field
 
 from app.api.auth import KeyFirstRoute, require_admin
-from app.api.deps import SessionDep, StoreDep
+from app.api.deps import SessionDep, SettingsDep, StoreDep
 from app.api.runs import RunId, RunPublic, run_not_found, to_public
 from app.api.schemas import error_responses
 from app.errors import NotFound
@@ -60,12 +60,12 @@ async def reload_model(
 
 
 @router.patch("/runs/{run_id}", response_model=RunPublic)
-def relabel_run(run_id: RunId, body: RunLabel, session: SessionDep) -> RunPublic:
+def relabel_run(run_id: RunId, body: RunLabel, session: SessionDep, settings: SettingsDep) -> RunPublic:
     """Set or clear a run's label."""
     run = registry.relabel_run(session, run_id, body.label)
     if run is None:
         raise run_not_found(run_id)
-    return to_public(run)
+    return to_public(run, settings)
 
 
 @router.delete("/runs/{run_id}", status_code=204, response_class=Response)

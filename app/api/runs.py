@@ -8,16 +8,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import SessionDep, SettingsDep
 from app.api.files import JsonRangeFileResponse
 from app.api.query import WholeNumber
+from app.config import Settings
 from app.api.schemas import error_responses
 from app.errors import NotFound
 from app.runs import registry
 from app.runs.models import Run
-from app.store.manifest import PLOTS_DIR
+from app.store.manifest import PLOTS_DIR, manifest_run_id
 
 router = APIRouter(prefix="/runs", tags=["runs"], responses=error_responses(404, 422, 500))
 
@@ -45,7 +46,10 @@ class RunPublic(BaseModel):
     artifact_sha256: str | None
     plots: list[str] | None
     label: str | None = None
-    plot_urls: list[str] = []
+    plot_urls: list[str] = Field([], description="The run's plots still on disk.")
+    artifact_replaced: bool = Field(
+        False, description="The version folder the run published to now holds another run's model (a retrained "
+                           "version): this run's model and plots are gone.")
 
 
 class RunsPublic(BaseModel):
@@ -53,9 +57,25 @@ class RunsPublic(BaseModel):
     count: int
 
 
-def to_public(run: Run) -> RunPublic:
+def plots_folder(run: Run, settings: Settings) -> Path | None:
+    """Where the run's plots are: its version folder, or its run folder when it published none.
+
+    None when the version folder now holds another run's model: a version retrained in place, or
+    a run that published to another model store under the same name and version. Its plots would be
+    that other run's."""
+    if not run.artifact_path:
+        return settings.DATA_DIR / "runs" / run.id / PLOTS_DIR
+    folder = settings.MODEL_DIR / run.artifact_path
+    return folder / PLOTS_DIR if manifest_run_id(folder) == run.id else None
+
+
+def to_public(run: Run, settings: Settings) -> RunPublic:
+    """The run as the API shows it: plot links only for plots still on disk."""
     public = RunPublic.model_validate(run)
-    public.plot_urls = [f"/runs/{run.id}/plots/{name}" for name in run.plots or []]
+    folder = plots_folder(run, settings)
+    public.artifact_replaced = folder is None
+    public.plot_urls = [f"/runs/{run.id}/plots/{name}" for name in run.plots or []
+                        if folder is not None and (folder / name).is_file()]
     return public
 
 
@@ -78,6 +98,7 @@ ModelName = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9][A-
 @router.get("", response_model=RunsPublic)
 def read_runs(
     session: SessionDep,
+    settings: SettingsDep,
     model: ModelName = None,
     status: Annotated[str | None, Query(pattern="^(running|succeeded|failed)$")] = None,
     limit: Annotated[WholeNumber, Query(ge=1, le=100)] = 20,
@@ -85,13 +106,13 @@ def read_runs(
 ) -> RunsPublic:
     """Training runs, newest first; filter by model or status, page with limit/offset."""
     runs, total = registry.list_runs(session, model, status, limit, offset)
-    return RunsPublic(data=[to_public(run) for run in runs], count=total)
+    return RunsPublic(data=[to_public(run, settings) for run in runs], count=total)
 
 
 @router.get("/{run_id}", response_model=RunPublic)
-def read_run(run_id: RunId, session: SessionDep) -> RunPublic:
+def read_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> RunPublic:
     """One run with its per-epoch history, test metrics and plot links."""
-    return to_public(find_run(session, run_id))
+    return to_public(find_run(session, run_id), settings)
 
 
 @router.get(
@@ -106,11 +127,11 @@ def read_run_plot(
     run = find_run(session, run_id)
     if name not in (run.plots or []):  # only names the run recorded ever reach the filesystem
         raise NotFound(f"run '{run_id}' has no plot '{name}' (plots: {run.plots or []})")
-    if run.artifact_path:
-        folder = settings.MODEL_DIR / run.artifact_path / PLOTS_DIR
-    else:
-        folder = settings.DATA_DIR / "runs" / run.id / PLOTS_DIR
-    path = Path(folder) / name
+    folder = plots_folder(run, settings)
+    if folder is None:
+        raise NotFound(f"run '{run_id}' published {run.artifact_path}, which now holds another run's model; "
+                       "its plots went with its version")
+    path = folder / name
     if not path.is_file():
         raise NotFound(f"plot '{name}' of run '{run_id}' is missing on disk")
     return JsonRangeFileResponse(path, media_type="image/png")

@@ -48,5 +48,14 @@ def read_manifest(version_dir: Path) -> Manifest:
     return Manifest.model_validate(json.loads((version_dir / MANIFEST).read_text()))
 
 
+def manifest_run_id(version_dir: Path) -> str | None:
+    """The run that produced the version in this folder, or None (no folder, no readable manifest)."""
+    try:
+        run_id = json.loads((version_dir / MANIFEST).read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return run_id if isinstance(run_id, str) else None
+
+
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
