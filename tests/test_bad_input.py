@@ -237,3 +237,16 @@ def test_a_closing_boundary_split_across_chunks_or_followed_by_an_epilogue_is_wh
     assert status == 400 and "cut short" in answer["detail"]
     quoted = content_type.replace("boundary=cutboundary", 'boundary="cutboundary"')
     assert answer_to(checked, [body], quoted.encode(), stall=False)[0] == 200
+
+
+def test_an_upload_sent_as_a_text_field_is_told_to_send_a_file(client):
+    """curl's `-F file=<path` (the file's content as text) and a part without a filename were a 422
+    "Value error, Expected UploadFile, received: <class 'str'>"."""
+    response = client.post("/classify", data={"file": "not a file"}, files={"other": ("x", b"", "text/plain")})
+    body = assert_error(response, 422, "the 'file' part has no filename, so it is a text field, not a file")
+    assert "curl -F file=@path" in body["detail"] and "class" not in body["detail"]
+    starred = b"".join([
+        b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename*=UTF-8''caf%C3%A9.png\r\n\r\n",
+        template_image(3), b"\r\n--b--\r\n"])
+    response = client.post("/classify", content=starred, headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert_error(response, 422, "the 'file' part has no filename")

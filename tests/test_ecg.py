@@ -305,6 +305,8 @@ def test_multipart_without_a_csv_file_is_422(ecg_client):
                  "send one CSV file in the 'file' field (got 0)")
     two = [("file", ("a.csv", b"1", "text/csv")), ("file", ("b.csv", b"2", "text/csv"))]
     assert_error(ecg_client.post("/anomaly", files=two), 422, "(got 2)")
+    as_text = ecg_client.post("/anomaly", data={"file": "0.1,0.2"}, files={"other": ("a.csv", b"1")})
+    assert_error(as_text, 422, "the 'file' part has no filename, so it is a text field, not a file")
 
 
 def test_too_many_records_and_too_large_bodies_are_413(ecg_client):

@@ -11,7 +11,7 @@ from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from app.api.forms import not_multipart_detail, unreadable_form, upload_not_in_multipart
+from app.api.forms import not_multipart_detail, text_parts_instead_of_upload, unreadable_form, upload_not_in_multipart
 from app.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,8 @@ def install_error_handlers(app: FastAPI) -> None:
         upload = upload_not_in_multipart(request)  # only on errors: uploads that work pay nothing
         if upload is not None and any(p["loc"][:2] == ["body", upload] for p in problems):
             return _error(415, not_multipart_detail(request, upload), request)
+        if (text := text_parts_instead_of_upload(request, problems)) is not None:
+            return _error(422, text, request, problems)
         detail = "; ".join(f"{_location(p)}: {p['msg']}" for p in problems) or "invalid request"
         return _error(422, detail, request, problems)
 

@@ -51,6 +51,11 @@ def upload_not_in_multipart(request: Request) -> str | None:
     urlencoded body of many fields with the form parser's limits: all are the wrong content type."""
     if media_type(request) == "multipart/form-data":
         return None
+    return route_upload(request)
+
+
+def route_upload(request: Request) -> str | None:
+    """The name of the route's file upload (its first `File()` parameter), if it has one."""
     dependant = getattr(request.scope.get("route"), "dependant", None)
     return next((field.alias for field in getattr(dependant, "body_params", ())
                  if isinstance(field.field_info, params.File)), None)
@@ -61,6 +66,24 @@ def not_multipart_detail(request: Request, upload: str) -> str:
     sent = media_type(request)
     sent = f"content type {sent!r}" if sent else "no content type"
     return f"{sent}: send multipart/form-data with the image(s) in the '{upload}' field"
+
+
+def text_not_file(field: str) -> str:
+    """Why a part without a filename is not the upload: Starlette reads it as a text field (curl's
+    `-F file=<path`, a part built by hand, a `filename*` alone, which RFC 7578 forbids in forms)."""
+    return (f"the '{field}' part has no filename, so it is a text field, not a file: send it as a file "
+            f"(curl -F {field}=@path)")
+
+
+def text_parts_instead_of_upload(request: Request, problems: list[dict]) -> str | None:
+    """The detail for a validation error that is only the route's upload sent as text, or None."""
+    upload = route_upload(request)
+    if upload is None:
+        return None
+    mine = [p for p in problems if p["loc"][:2] == ["body", upload]]
+    if mine and all("Expected UploadFile" in p["msg"] for p in mine):
+        return text_not_file(upload)
+    return None
 
 
 def form_limit(error: StarletteHTTPException) -> str | None:

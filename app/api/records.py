@@ -18,6 +18,7 @@ import numpy as np
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
+from app.api.forms import text_not_file
 from app.api.uploads import sized_work
 from app.config import Settings
 from app.errors import BadInput, TooLarge, Unsupported
@@ -187,7 +188,10 @@ async def read_csv_upload(request: Request, limit: int, max_files: int) -> bytes
     # A body the multipart parser cannot read raises Starlette's 400, left to the handler that
     # explains it (app/api/forms.py) as it does for the image routes.
     form = await request.form(max_files=max_files, max_fields=max_files)
-    uploads = [value for value in form.getlist(CSV_FIELD) if isinstance(value, UploadFile)]
+    values = form.getlist(CSV_FIELD)
+    uploads = [value for value in values if isinstance(value, UploadFile)]
+    if not uploads and values:
+        raise BadInput(text_not_file(CSV_FIELD))
     if len(uploads) != 1:
         raise BadInput(f"send one CSV file in the '{CSV_FIELD}' field (got {len(uploads)})")
     data = await uploads[0].read(limit + 1)
