@@ -34,7 +34,7 @@ def new_request_id() -> str:
 def _is_sane_request_id(given: str) -> bool:
     """1 to 64 ASCII letters, digits and dashes: str.isalnum() alone takes ², µ, À..., which would be
     echoed re-encoded as UTF-8, not as the bytes the client sent."""
-    return 0 < len(given) <= 64 and given.isascii() and given.replace("-", "").isalnum()
+    return 0 < len(given) <= 64 and given.isascii() and given.replace("-", "0").isalnum()
 
 
 class RequestIdMiddleware:
@@ -147,9 +147,19 @@ def multipart_cut_short(content_type: bytes, tail: bytes) -> BadRequest | None:
                       "it was cut short (or is empty)")
 
 
+def compressed(headers: dict[bytes, bytes]) -> str | None:
+    """The Content-Encoding of a request body, unless there is none (or no body): nothing here
+    decompresses, so a gzip body was read as text and refused as "not valid JSON: 'utf-8' codec..."."""
+    encoding = headers.get(b"content-encoding", b"").strip().lower()
+    if encoding in (b"", b"identity") or (headers.get(b"content-length", b"0") == b"0"
+                                          and b"transfer-encoding" not in headers):
+        return None
+    return encoding.decode("latin-1")
+
+
 class BodyLimitMiddleware:
-    """Refuse bodies over `max_bytes` (413), bodies that stall longer than `read_timeout` (408), and
-    multipart bodies that end before their closing boundary (400).
+    """Refuse bodies over `max_bytes` (413), bodies that stall longer than `read_timeout` (408),
+    compressed bodies (415), and multipart bodies that end before their closing boundary (400).
 
     The declared Content-Length is checked before reading anything; chunked bodies are counted
     as they arrive, so no body larger than the limit is ever held in memory.
@@ -167,6 +177,9 @@ class BodyLimitMiddleware:
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
             return await self._reject(send, 413, self._too_large_detail())
+        if (encoding := compressed(headers)) is not None:
+            return await self._reject(send, 415, f"Content-Encoding {encoding!r} is not supported: send the body "
+                                                 "uncompressed")
         content_type = headers.get(b"content-type", b"")
         multipart = content_type[:10].lower() == b"multipart/"
         received = 0

@@ -79,7 +79,8 @@ def test_a_body_without_label_is_refused_and_the_label_kept(admin, run_id):
     assert admin.get(f"/runs/{run_id}").json()["label"] == "keep me"
 
 
-@pytest.mark.parametrize("label", ["a\u0000b", "two\nlines", "tab\there", "bell\u0007", "del\u007f", "c1\u0085"])
+@pytest.mark.parametrize("label", ["a\u0000b", "two\nlines", "tab\there", "bell\u0007", "del\u007f", "c1\u0085",
+                                   "line\u2028separator", "paragraph\u2029separator"])
 def test_control_characters_in_a_label_are_refused(admin, run_id, label):
     """PostgreSQL text cannot hold NUL (it was a 500); no control character belongs in a label."""
     response = admin.patch(f"/admin/runs/{run_id}", json={"label": label})
@@ -136,3 +137,10 @@ def test_the_key_is_checked_before_the_body_is_read(admin, run_id, key):
     with_key = admin.patch(f"/admin/runs/{run_id}", content=b"{not json", headers={"Content-Type": "application/json"})
     assert with_key.status_code == 422
     assert admin.get(f"/runs/{run_id}").status_code == 200
+
+
+def test_a_json_body_nested_too_deeply_is_a_400_saying_so(admin, run_id):
+    """json.loads hits Python's recursion limit: FastAPI answered "There was an error parsing the body"."""
+    nested = b'{"label": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = admin.patch(f"/admin/runs/{run_id}", content=nested, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and response.json()["detail"] == "the JSON body is nested too deeply to read"

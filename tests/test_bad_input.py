@@ -250,3 +250,4 @@ def test_an_upload_sent_as_a_text_field_is_told_to_send_a_file(client):
         template_image(3), b"\r\n--b--\r\n"])
     response = client.post("/classify", content=starred, headers={"Content-Type": "multipart/form-data; boundary=b"})
     assert_error(response, 422, "the 'file' part has no filename")
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gzip
 import io
 import json
 
@@ -372,3 +373,16 @@ def test_the_benchmark_baseline_reads_records_exactly_like_anomaly(ecg_settings)
             model, baseline = client.post(f"/anomaly{query}", json=payload), client.post(f"/baseline/records{query}", json=payload)
             assert model.status_code == baseline.status_code == 422
             assert model.json()["detail"] == baseline.json()["detail"]
+
+
+def test_a_compressed_body_is_415_naming_its_encoding(ecg_client):
+    """Nothing decompresses a request body: /anomaly read gzip as text ("not valid JSON: 'utf-8'
+    codec can't decode byte 0x8b") and took a 'br'-labelled plain body as it was."""
+    records = json.dumps({"record": normal_beats(1, np.random.default_rng(10))[0].tolist()}).encode()
+    for encoding, body in (("gzip", gzip.compress(records)), ("br", records)):
+        response = ecg_client.post("/anomaly", content=body, headers={"Content-Type": "application/json",
+                                                                       "Content-Encoding": encoding})
+        assert_error(response, 415, f"Content-Encoding '{encoding}' is not supported: send the body uncompressed")
+    plain = {"Content-Type": "application/json", "Content-Encoding": "identity"}
+    assert ecg_client.post("/anomaly", content=records, headers=plain).status_code == 200
+    assert ecg_client.get("/health", headers={"Content-Encoding": "gzip"}).status_code == 200  # no body

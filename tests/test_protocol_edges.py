@@ -218,8 +218,10 @@ def test_a_request_id_outside_ascii_is_replaced(raw):
     assert echoed.isascii() and echoed != raw.encode("latin-1") and len(echoed) == 32
 
 
-def test_an_ascii_request_id_is_echoed_as_sent():
-    assert request_id_echoed(b"Job-42-abc") == b"Job-42-abc"
+@pytest.mark.parametrize("raw", [b"Job-42-abc", b"-", b"--", b"x" * 64])
+def test_an_ascii_request_id_is_echoed_as_sent(raw):
+    """Letters, digits and dashes, 1 to 64 of them, as the README says: "-" alone was replaced."""
+    assert request_id_echoed(raw) == raw
 
 
 def test_the_form_parsers_limits_are_413s_in_the_services_words(client, ecg_client):

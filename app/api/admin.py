@@ -31,8 +31,9 @@ class ReloadReport(BaseModel):
     unloaded: list[str] = Field(description="Versions whose folders disappeared.")
 
 
-# No control characters (C0, DEL, C1): PostgreSQL text cannot hold NUL, and a label is one line of text.
-LABEL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+# No control characters (C0, DEL, C1) nor Unicode's line and paragraph separators: PostgreSQL text
+# cannot hold NUL, and a label is one line of text.
+LABEL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
 
 
 class RunLabel(BaseModel):

@@ -27,7 +27,7 @@ FORM_LIMITS = (
 def unreadable_form(request: Request, error: StarletteHTTPException) -> tuple[int, str] | None:
     """The status and detail to answer for Starlette's 400 on a form it could not read, or None
     if `error` is not one: 415 for a body that is not multipart on an upload route, 413 for a form
-    limit, 400 with the multipart parser's own reason."""
+    limit, 400 with the multipart parser's own reason or for JSON nested past Python's recursion limit."""
     if error.status_code != 400:
         return None
     if (upload := upload_not_in_multipart(request)) is not None:
@@ -36,6 +36,8 @@ def unreadable_form(request: Request, error: StarletteHTTPException) -> tuple[in
         return 413, over
     if (reason := multipart_problem(error)) is not None:
         return 400, reason
+    if isinstance(error.__cause__, RecursionError):  # FastAPI's "There was an error parsing the body"
+        return 400, "the JSON body is nested too deeply to read"
     return None
 
 
