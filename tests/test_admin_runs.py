@@ -144,3 +144,12 @@ def test_a_json_body_nested_too_deeply_is_a_400_saying_so(admin, run_id):
     nested = b'{"label": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     response = admin.patch(f"/admin/runs/{run_id}", content=nested, headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and response.json()["detail"] == "the JSON body is nested too deeply to read"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_body_that_is_not_json_is_415(admin, run_id, content_type):
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = admin.patch(f"/admin/runs/{run_id}", content=b'{"label": "x"}', headers=headers)
+    assert response.status_code == 415, response.text
+    assert response.json()["detail"].endswith("send the body as application/json")
+    assert admin.get(f"/runs/{run_id}").json()["label"] is None

@@ -11,7 +11,13 @@ from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from app.api.forms import not_multipart_detail, text_parts_instead_of_upload, unreadable_form, upload_not_in_multipart
+from app.api.forms import (
+    json_body_not_json,
+    not_multipart_detail,
+    text_parts_instead_of_upload,
+    unreadable_form,
+    upload_not_in_multipart,
+)
 from app.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -65,6 +71,8 @@ def install_error_handlers(app: FastAPI) -> None:
             return _error(415, not_multipart_detail(request, upload), request)
         if (text := text_parts_instead_of_upload(request, problems)) is not None:
             return _error(422, text, request, problems)
+        if any(p["loc"][:1] == ["body"] for p in problems) and (wrong := json_body_not_json(request)) is not None:
+            return _error(415, wrong, request)
         detail = "; ".join(f"{_location(p)}: {p['msg']}" for p in problems) or "invalid request"
         return _error(422, detail, request, problems)
 

@@ -56,6 +56,20 @@ def upload_not_in_multipart(request: Request) -> str | None:
     return route_upload(request)
 
 
+def json_body_not_json(request: Request) -> str | None:
+    """The detail of a 415 for a JSON-body route sent something else, or None.
+
+    FastAPI reads a body of another type as bytes and answers "Input should be a valid dictionary"."""
+    sent = media_type(request)
+    if sent == "application/json" or sent.endswith("+json"):
+        return None
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    if not any(isinstance(field.field_info, params.Body) and not isinstance(field.field_info, params.Form)
+               for field in getattr(dependant, "body_params", ())):
+        return None
+    return f"{f'content type {sent!r}' if sent else 'no content type'}: send the body as application/json"
+
+
 def route_upload(request: Request) -> str | None:
     """The name of the route's file upload (its first `File()` parameter), if it has one."""
     dependant = getattr(request.scope.get("route"), "dependant", None)
