@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    app.router.redirect_slashes = False  # the 404 handler redirects, to a relative URL (app/api/errors.py)
     app.state.settings = settings
     app.state.ready = False
     install_error_handlers(app)

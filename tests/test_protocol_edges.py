@@ -240,3 +240,15 @@ def test_the_form_parsers_limits_are_413s_in_the_services_words(client, ecg_clie
 def test_a_urlencoded_body_over_the_parsers_limits_is_still_the_wrong_content_type(client):
     assert_error(client.post("/classify", data={f"f{i}": "x" for i in range(1001)}), 415,
                  "content type 'application/x-www-form-urlencoded': send multipart/form-data")
+
+
+def test_a_trailing_slash_redirects_to_a_relative_url(client):
+    """Starlette's redirect named the Host header in an absolute URL: `Host: evil.example` got
+    `location: http://evil.example/health`."""
+    for path, location in (("/health/", "/health"), ("/runs/?limit=1", "/runs?limit=1")):
+        response = client.get(path, headers={"Host": "evil.example"}, follow_redirects=False)
+        assert response.status_code == 307 and response.headers["location"] == location, path
+    assert client.get("/health/", follow_redirects=True).json()["status"] == "ok"
+    missing = client.get("/nowhere/", follow_redirects=False)
+    assert missing.status_code == 404 and missing.json()["detail"] == "Not Found"
+    assert client.post("/classify/", follow_redirects=False).headers["location"] == "/classify"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -55,6 +56,22 @@ def allowed_methods(request: Request, headers: dict[str, str] | None) -> dict[st
     return {**(headers or {}), "Allow": ", ".join(sorted(methods))}
 
 
+def slash_twin(request: Request) -> str | None:
+    """The path with its trailing slash added or removed, as a relative URL, when a route takes it.
+
+    Starlette's own redirect names the request's Host header in an absolute URL (`Host: evil.example`
+    got `location: http://evil.example/health`); a relative one leaves the client where it is."""
+    path = request.scope["path"]
+    if path == "/":
+        return None
+    twin = path.rstrip("/") if path.endswith("/") else path + "/"
+    scope = {**request.scope, "path": twin}
+    if not any(route.matches(scope)[0] is not Match.NONE for route in iter_route_contexts(request.app.routes)):
+        return None
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return quote(twin) + (f"?{query}" if query else "")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -81,6 +98,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if (answer := unreadable_form(request, error)) is not None:
             status, detail = answer
             return _error(status, detail, request)
+        if error.status_code == 404 and "route" not in request.scope and (twin := slash_twin(request)) is not None:
+            return RedirectResponse(twin, status_code=307)
         headers = allowed_methods(request, error.headers) if error.status_code == 405 else error.headers
         return _error(error.status_code, str(error.detail), request, headers=headers)
 
