@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from collections.abc import Callable
 
@@ -15,6 +16,7 @@ from app.errors import BadInput, TooLarge, Unsupported
 # map); its first picture is the photo.
 ALLOWED_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "WEBP")
 JPEG_FORMATS = ("JPEG", "MPO")
+JPEG_SOI = b"\xff\xd8"
 HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # stretched to 0-255, not clipped
 # Our own pixel limit (a setting) is checked before decoding; PIL's is switched off so it
 # never turns a large-but-allowed image into a warning or its own error type.
@@ -22,6 +24,51 @@ Image.MAX_IMAGE_PIXELS = None
 # As Pillow's `thumbnail`: a JPEG decoded smaller still has at least twice the pixels (each way) the
 # preparation keeps, so its own resampling does the last reduction and the result hardly changes.
 REDUCING_GAP = 2
+
+# libjpeg passes over every block of the picture once per scan, and a scan can be a few bytes: a
+# 400 KB progressive JPEG with its scan repeated 5,000 times took 24 s of CPU. Photos have about 10
+# scans (libjpeg's progressive script), 1 when baseline; an MPO's other pictures and an EXIF
+# thumbnail are never decoded. Empty marker segments cost Pillow's header reader about 2 µs each.
+MAX_JPEG_SCANS = 100
+MAX_JPEG_SEGMENTS = 1_000
+# A marker as libjpeg finds one, between segments or at the end of a scan's entropy-coded data:
+# 0xFF then a code that is not a stuffed zero (0x00), a restart marker (0xD0-0xD7, inside a scan)
+# or fill (0xFF). Only markers cost a Python step, so a photo's megabytes are scanned in C.
+JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+JPEG_NO_LENGTH = (0x01, 0xD8)  # TEM and SOI stand alone
+JPEG_EOI, JPEG_SOS = 0xD9, 0xDA
+
+
+def jpeg_segments(data: bytes, scan_limit: int, segment_limit: int) -> tuple[int, int]:
+    """(scans, marker segments) in a JPEG's first picture, up to its EOI: the part libjpeg decodes.
+
+    Segments are walked by their lengths, so bytes inside metadata (EXIF and its thumbnail, ICC,
+    XMP) are never taken for markers. Counting stops once either is over its limit, so a file of
+    a million tiny segments costs no more than a normal one."""
+    scans = segments = 0
+    position = 2  # after SOI
+    while scans <= scan_limit and segments <= segment_limit:
+        marker = JPEG_MARKER.search(data, position)
+        if marker is None:
+            break
+        code, position = data[marker.start() + 1], marker.end()
+        if code == JPEG_EOI:
+            break
+        segments += 1
+        scans += code == JPEG_SOS
+        if code not in JPEG_NO_LENGTH:
+            position += int.from_bytes(data[position:position + 2])  # the length counts its own 2 bytes
+    return scans, segments
+
+
+def check_jpeg_cost(data: bytes, name: str) -> None:
+    """Refuse a JPEG whose scans or marker segments would cost far more to decode than its size says."""
+    scans, segments = jpeg_segments(data, MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS)
+    if scans > MAX_JPEG_SCANS:
+        raise BadInput(f"{name}: a JPEG with over {MAX_JPEG_SCANS} scans (photos have about 10); each scan "
+                       "is a pass over the whole picture, so it is not decoded")
+    if segments > MAX_JPEG_SEGMENTS:
+        raise BadInput(f"{name}: a JPEG with over {MAX_JPEG_SEGMENTS:,} marker segments; it is not decoded")
 
 
 def decode_image(data: bytes, max_pixels: int, name: str = "upload",
@@ -33,6 +80,8 @@ def decode_image(data: bytes, max_pixels: int, name: str = "upload",
     a 12-megapixel phone photo for an ImageNet classifier decodes about six times faster."""
     if not data:
         raise BadInput(f"{name}: the upload is empty")
+    if data.startswith(JPEG_SOI):  # before Pillow reads its header segments
+        check_jpeg_cost(data, name)
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:

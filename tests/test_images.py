@@ -1,0 +1,85 @@
+"""Image decoding (app/preprocessing/images.py): what it refuses before decoding, and transparency."""
+
+from __future__ import annotations
+
+import io
+import struct
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.errors import BadInput
+from app.preprocessing.images import MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS, decode_image, jpeg_segments
+from tests.conftest import png_bytes
+
+MAX_PIXELS = 40_000_000
+
+
+def segment(marker: int, payload: bytes) -> bytes:
+    return b"\xff" + bytes([marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def scan_bomb(side: int, scans: int) -> bytes:
+    """A progressive greyscale JPEG whose AC scan (one EOB run over every block: a few bytes) is
+    repeated `scans` times; libjpeg passes over every block once per scan."""
+    blocks = (side // 8) ** 2
+
+    def bits(codes: list[tuple[int, int]]) -> bytes:  # (value, bit count) → bytes padded with 1s, 0xFF stuffed
+        text = "".join(format(value, f"0{count}b") for value, count in codes)
+        text += "1" * (-len(text) % 8)
+        return bytes(int(text[i:i + 8], 2) for i in range(0, len(text), 8)).replace(b"\xff", b"\xff\x00")
+
+    head = (b"\xff\xd8" + segment(0xDB, b"\0" + b"\1" * 64) + segment(0xC2, struct.pack(">BHHB", 8, side, side, 1) + b"\1\x11\0")
+            + segment(0xC4, b"\x00" + bytes([1] + [0] * 15) + b"\x00") + segment(0xC4, b"\x10" + bytes([1] + [0] * 15) + b"\xe0"))
+    dc = segment(0xDA, b"\1\1\0\0\0\0") + bits([(0, 1)] * blocks)  # every DC difference 0
+    ac = segment(0xDA, b"\1\1\0\1\x3f\0") + bits([(0, 1), (32767 - 16384, 14)] * (blocks // 32767 + 1))
+    return head + dc + ac * scans + b"\xff\xd9"
+
+
+def photo(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), **save: object) -> bytes:
+    noise = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
+def test_a_progressive_jpeg_with_too_many_scans_is_refused_before_decoding():
+    """The probe's bomb: 101 scans of a 2000 x 2000 picture. Decoded, each scan is a pass over
+    every block (5,000 scans of 6320 x 6320 took 24 s); refused, it costs microseconds."""
+    bomb = scan_bomb(2000, MAX_JPEG_SCANS + 1)
+    started = time.perf_counter()
+    with pytest.raises(BadInput, match=f"a JPEG with over {MAX_JPEG_SCANS} scans"):
+        decode_image(bomb, MAX_PIXELS, "bomb")
+    assert time.perf_counter() - started < 0.05
+    assert decode_image(scan_bomb(2000, 10), MAX_PIXELS).size == (2000, 2000)  # a normal scan count decodes
+
+
+def test_a_jpeg_of_many_empty_marker_segments_is_refused():
+    """2.5 M empty APP2 segments (10 MB) held Pillow's header reader for 4.2 s."""
+    small = photo()
+    padded = small[:2] + b"\xff\xe2\x00\x02" * (MAX_JPEG_SEGMENTS + 1) + small[2:]
+    with pytest.raises(BadInput, match="marker segments"):
+        decode_image(padded, MAX_PIXELS, "padded")
+    assert decode_image(small[:2] + b"\xff\xe2\x00\x02" * 100 + small[2:], MAX_PIXELS).size == (64, 48)
+
+
+def test_scans_are_counted_in_the_first_picture_only_and_not_in_metadata():
+    """Segments are walked by their lengths: scan markers inside metadata (an APP or COM segment, an
+    EXIF thumbnail) are not scans, and an MPO's later pictures or bytes after EOI are not decoded."""
+    progressive = photo(progressive=True)
+    assert jpeg_segments(photo(), MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS)[0] == 1
+    assert 5 <= jpeg_segments(progressive, MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS)[0] <= 12
+    decoy = b"\xff\xda" * 1000  # a thousand scan markers as metadata bytes
+    with_metadata = progressive[:2] + segment(0xFE, decoy) + segment(0xE1, decoy) + progressive[2:]
+    second = Image.new("RGB", (64, 48), (255, 0, 0))
+    mpo = photo("MPO", progressive=True, save_all=True, append_images=[second] * 20)
+    scans = jpeg_segments(progressive, MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS)[0]
+    for data in (with_metadata, mpo, progressive * 21):
+        assert jpeg_segments(data, MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS)[0] == scans
+        assert decode_image(data, MAX_PIXELS).size == (64, 48)
+
+
+def test_a_png_is_not_walked_as_a_jpeg():
+    assert decode_image(png_bytes(Image.new("L", (8, 8))), MAX_PIXELS).size == (8, 8)
