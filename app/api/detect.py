@@ -16,12 +16,12 @@ from pydantic import BaseModel, Field
 from app.api.deps import serving
 from app.api.query import DecimalNumber, ModelQuery, WholeNumber, documented, model_field, read_query
 from app.api.schemas import ERROR_RESPONSES, json_response
-from app.api.uploads import read_uploads
+from app.api.uploads import read_uploads, sized_work
 from app.config import Settings
 from app.detection.tiled import TiledImage, detections_from_outputs, tile_as_manifest
 from app.detection.views import averaged_views, view_count, with_mirrors
 from app.errors import BadInput, TooLarge
-from app.preprocessing.images import decode_image, to_rgb
+from app.preprocessing.images import load_image, open_image, to_rgb
 from app.preprocessing.tiling import tile_grid
 
 router = APIRouter(prefix="/detect", tags=["detect"], responses=ERROR_RESPONSES)
@@ -59,15 +59,15 @@ class DetectionsList(BaseModel):
     count: int
 
 
-def tile_images(contents: list[tuple[str, bytes]], fields: dict[str, Any], preprocessing: dict[str, Any],
-                views: int, settings: Settings) -> tuple[list[tuple[Image.Image, TiledImage]], np.ndarray]:
-    """Decode and tile every upload, then the one model batch: all tiles, followed by their mirrors.
-
-    The request's tile passes (tiles x views, over all its images) are counted as each image is
-    decoded, and a 413 is raised before the float tiles of the one over the limit are made."""
-    tiled, passes, limit, upscale = [], 0, settings.MAX_DETECT_TILES, fields.get("upscale", 1.0)
+def open_within_tiles(contents: list[tuple[str, bytes]], fields: dict[str, Any], views: int,
+                      settings: Settings) -> list[tuple[str, Image.Image]]:
+    """Every upload opened (its header read and checked, no pixel decoded), and a 413 if the request's
+    tile passes (tiles x views, over all its images) are over MAX_DETECT_TILES: known from the
+    headers' sizes, before the request waits for a detect slot or decodes anything. An EXIF
+    rotation swaps width and height, which leaves the count of tiles unchanged."""
+    opened, passes, limit, upscale = [], 0, settings.MAX_DETECT_TILES, fields.get("upscale", 1.0)
     for name, data in contents:
-        image = to_rgb(decode_image(data, settings.MAX_IMAGE_PIXELS, name))
+        image = open_image(data, settings.MAX_IMAGE_PIXELS, name)
         tiles = len(tile_grid(round(image.width * upscale), round(image.height * upscale), fields["tile"],
                               fields["overlap"]))
         passes += tiles * views
@@ -77,7 +77,17 @@ def tile_images(contents: list[tuple[str, bytes]], fields: dict[str, Any], prepr
                 what += " with the images before it"
             hint = " (fewer flip_views run fewer)" if views > 1 else ""
             raise TooLarge(f"{what} needs {passes} tile passes; the limit is {limit}{hint}")
-        tiled.append((image, tile_as_manifest(np.asarray(image), fields, preprocessing)))
+        opened.append((name, image))
+    return opened
+
+
+def tile_images(opened: list[tuple[str, Image.Image]], fields: dict[str, Any], preprocessing: dict[str, Any],
+                views: int) -> tuple[list[tuple[Image.Image, TiledImage]], np.ndarray]:
+    """Decode and tile every opened upload, then the one model batch: all tiles, followed by their mirrors."""
+    tiled = []
+    for name, image in opened:
+        rgb = to_rgb(load_image(image, name))
+        tiled.append((rgb, tile_as_manifest(np.asarray(rgb), fields, preprocessing)))
     return tiled, with_mirrors(np.concatenate([tiles.batch for _, tiles in tiled]), views)
 
 
@@ -130,9 +140,10 @@ async def detect_objects(
     contents = await read_uploads(file, settings)
     if draw and len(contents) > 1:
         raise BadInput(f"draw=true answers one image; {len(contents)} were sent")
+    opened = await sized_work(sum(len(data) for _, data in contents), open_within_tiles, contents, fields, views,
+                              settings)
     async with request.app.state.detect_slots:  # the tiles of a large image weigh up to ~0.8 GB: a few at a time
-        tiled, batch = await anyio.to_thread.run_sync(tile_images, contents, fields, manifest.preprocessing, views,
-                                                      settings)
+        tiled, batch = await anyio.to_thread.run_sync(tile_images, opened, fields, manifest.preprocessing, views)
         outputs = await anyio.to_thread.run_sync(averaged_views, await loaded.infer(batch), views)
         del batch
     label = manifest.labels[0] if manifest.labels else "object"

@@ -73,11 +73,14 @@ def check_jpeg_cost(data: bytes, name: str) -> None:
 
 def decode_image(data: bytes, max_pixels: int, name: str = "upload",
                  shrinks_to: Callable[[tuple[int, int]], tuple[int, int]] | None = None) -> Image.Image:
-    """Bytes → a fully decoded PIL image, or a 4xx naming what is wrong with them.
+    """Bytes → a fully decoded PIL image, or a 4xx naming what is wrong with them (`open_image`,
+    then `load_image`)."""
+    return load_image(open_image(data, max_pixels, name), name, shrinks_to)
 
-    With `shrinks_to` (for an image of a given size, the size its preparation shrinks it to), a JPEG
-    much larger than that is decoded at 1/2, 1/4 or 1/8 of its size by libjpeg's DCT scaling:
-    a 12-megapixel phone photo for an ImageNet classifier decodes about six times faster."""
+
+def open_image(data: bytes, max_pixels: int, name: str = "upload") -> Image.Image:
+    """Bytes → a PIL image whose header is read and checked (an accepted format, within the pixel
+    limit, a JPEG's scans and segments), no pixel decoded yet: a caller can weigh its size first."""
     if not data:
         raise BadInput(f"{name}: the upload is empty")
     if data.startswith(JPEG_SOI):  # before Pillow reads its header segments
@@ -97,6 +100,16 @@ def decode_image(data: bytes, max_pixels: int, name: str = "upload",
         )
     if width == 0 or height == 0:
         raise BadInput(f"{name}: the image has no pixels")
+    return image
+
+
+def load_image(image: Image.Image, name: str = "upload",
+               shrinks_to: Callable[[tuple[int, int]], tuple[int, int]] | None = None) -> Image.Image:
+    """An `open_image` result → its first frame decoded and turned by its EXIF orientation.
+
+    With `shrinks_to` (for an image of a given size, the size its preparation shrinks it to), a JPEG
+    much larger than that is decoded at 1/2, 1/4 or 1/8 of its size by libjpeg's DCT scaling:
+    a 12-megapixel phone photo for an ImageNet classifier decodes about six times faster."""
     if shrinks_to is not None and image.format in JPEG_FORMATS:  # outside the try: a bug here is ours
         kept_width, kept_height = shrinks_to(image.size)
         image.draft(None, (kept_width * REDUCING_GAP, kept_height * REDUCING_GAP))  # reads no pixels yet
