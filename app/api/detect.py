@@ -18,11 +18,12 @@ from app.api.query import DecimalNumber, ModelQuery, WholeNumber, documented, mo
 from app.api.schemas import ERROR_RESPONSES, json_response
 from app.api.uploads import read_uploads, sized_work
 from app.config import Settings
-from app.detection.tiled import TiledImage, detections_from_outputs, tile_as_manifest
+from app.detection.tiled import TILES_PER_CALL, TiledImage, detections_from_outputs, tile_as_manifest
 from app.detection.views import averaged_views, view_count, with_mirrors
-from app.errors import BadInput, TooLarge
+from app.errors import BadInput, ClientGone, TooLarge
 from app.preprocessing.images import load_image, open_image, to_rgb
 from app.preprocessing.tiling import tile_grid
+from app.store.store import LoadedModel
 
 router = APIRouter(prefix="/detect", tags=["detect"], responses=ERROR_RESPONSES)
 
@@ -91,6 +92,24 @@ def tile_images(opened: list[tuple[str, Image.Image]], fields: dict[str, Any], p
     return tiled, with_mirrors(np.concatenate([tiles.batch for _, tiles in tiled]), views)
 
 
+async def check_client(request: Request) -> None:
+    """A 499 once the client has disconnected (known once its body is read), so its tiles stop
+    holding a detect slot: four clients that gave up after 1 s made the next request wait 60 s."""
+    if await request.is_disconnected():
+        raise ClientGone("the client disconnected")
+
+
+async def run_tiles(loaded: LoadedModel, batch: np.ndarray, request: Request) -> np.ndarray:
+    """The model's outputs for every row of `batch`, TILES_PER_CALL rows per call, the client
+    checked between calls: a request whose client has gone stops at its next piece."""
+    pieces = []
+    for start in range(0, len(batch), TILES_PER_CALL):
+        if start:
+            await check_client(request)
+        pieces.append(np.asarray(await loaded.infer(batch[start:start + TILES_PER_CALL])))
+    return np.concatenate(pieces)
+
+
 def image_detections(rows: np.ndarray, tiles: TiledImage, fields: dict[str, Any], threshold: float,
                      label: str) -> list[Detection]:
     """One image's model outputs → its detections, best first (merging tiles and NMS: run off the event loop)."""
@@ -143,8 +162,9 @@ async def detect_objects(
     opened = await sized_work(sum(len(data) for _, data in contents), open_within_tiles, contents, fields, views,
                               settings)
     async with request.app.state.detect_slots:  # the tiles of a large image weigh up to ~0.8 GB: a few at a time
+        await check_client(request)  # its turn may come long after its client gave up
         tiled, batch = await anyio.to_thread.run_sync(tile_images, opened, fields, manifest.preprocessing, views)
-        outputs = await anyio.to_thread.run_sync(averaged_views, await loaded.infer(batch), views)
+        outputs = await anyio.to_thread.run_sync(averaged_views, await run_tiles(loaded, batch, request), views)
         del batch
     label = manifest.labels[0] if manifest.labels else "object"
     results, start = [], 0
