@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from app.errors import BadInput
-from app.preprocessing.images import MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS, decode_image, jpeg_segments
+from app.preprocessing import prepare_image
+from app.preprocessing.images import MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS, decode_image, jpeg_segments, to_gray
 from tests.conftest import png_bytes
 
 MAX_PIXELS = 40_000_000
@@ -83,3 +84,64 @@ def test_scans_are_counted_in_the_first_picture_only_and_not_in_metadata():
 
 def test_a_png_is_not_walked_as_a_jpeg():
     assert decode_image(png_bytes(Image.new("L", (8, 8))), MAX_PIXELS).size == (8, 8)
+
+
+PREPARATIONS = [{"kind": "imagenet", "resize": 256, "crop": 224}, {"kind": "mnist_digit"}, {"kind": "fashion_item"},
+                {"kind": "resized", "size": 32, "colour_mode": "grayscale"}]
+
+
+def ink_mask(size: int = 64) -> np.ndarray:
+    """A drawn 7: True on its strokes."""
+    mask = np.zeros((size, size), bool)
+    mask[12:18, 14:50] = True
+    for row in range(18, 54):
+        column = 48 - (row - 18) // 2
+        mask[row, column - 3:column + 3] = True
+    return mask
+
+
+def decoded(image: Image.Image, **save: object) -> Image.Image:
+    return decode_image(png_bytes_with(image, **save), MAX_PIXELS)
+
+
+def png_bytes_with(image: Image.Image, **save: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", **save)
+    return buffer.getvalue()
+
+
+def test_a_trns_transparency_is_flattened_like_an_alpha_channel():
+    """A tRNS chunk on an RGB, greyscale or 1-bit PNG left its transparent pixels as their key
+    colour (black here), where an alpha channel puts them on white: the probe's dark-blue 7 on a
+    transparent ground got different ImageNet answers as RGBA and as RGB + tRNS."""
+    mask = ink_mask()
+    alpha = (mask * 255).astype(np.uint8)
+    rgb = np.where(mask[..., None], np.array([20, 20, 120], np.uint8), 0).astype(np.uint8)
+    grey = np.where(mask, 60, 0).astype(np.uint8)
+    black = np.where(mask, 0, 255).astype(np.uint8)
+    pairs = {
+        "RGB": (decoded(Image.fromarray(rgb), transparency=(0, 0, 0)), Image.fromarray(np.dstack([rgb, alpha]))),
+        "L": (decoded(Image.fromarray(grey), transparency=0), Image.fromarray(np.dstack([grey, alpha]), "LA")),
+        "1": (decoded(Image.fromarray(~mask), transparency=1), Image.fromarray(np.dstack([black, alpha]), "LA")),
+    }
+    for mode, (keyed, with_alpha) in pairs.items():
+        assert keyed.mode == mode and "transparency" in keyed.info
+        for preprocessing in PREPARATIONS:
+            np.testing.assert_array_equal(prepare_image(keyed, preprocessing), prepare_image(with_alpha, preprocessing),
+                                          err_msg=f"{mode} + tRNS, {preprocessing['kind']}")
+
+
+def test_a_16_bit_trns_value_is_the_background_and_not_part_of_the_stretch():
+    """A 16-bit grey PNG is stretched to 0-255; with a tRNS value, its transparent pixels are white
+    and only the opaque ones are stretched (the 7 drawn at one level is then black on white)."""
+    mask = ink_mask()
+    levels = np.where(mask, 60 * 257, 0).astype(np.uint16)
+    levels[20, 20] = 65535  # one bright opaque pixel: the opaque range is 60 * 257 to 65535
+    keyed = decoded(Image.fromarray(levels), transparency=0)
+    assert keyed.mode == "I;16" and keyed.info["transparency"] == 0
+    grey = to_gray(keyed)
+    opaque = levels != 0
+    assert (grey[~opaque] == 255).all() and grey[20, 20] == 255 and (grey[mask] == 0).all()
+    assert to_gray(decoded(Image.fromarray(levels)))[~opaque].max() == 0  # without tRNS: as before
+    drawn = decoded(Image.fromarray(np.where(mask, 60 * 257, 0).astype(np.uint16)), transparency=0)
+    np.testing.assert_array_equal(to_gray(drawn), np.where(mask, 0, 255))

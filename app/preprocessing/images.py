@@ -18,6 +18,8 @@ ALLOWED_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "WEBP")
 JPEG_FORMATS = ("JPEG", "MPO")
 JPEG_SOI = b"\xff\xd8"
 HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # stretched to 0-255, not clipped
+# Modes whose transparency, if any, is one value a PNG's tRNS chunk (a GIF's index) names transparent.
+KEYED_MODES = ("1", "L", "P", "RGB")
 # Our own pixel limit (a setting) is checked before decoding; PIL's is switched off so it
 # never turns a large-but-allowed image into a warning or its own error type.
 Image.MAX_IMAGE_PIXELS = None
@@ -125,9 +127,11 @@ def load_image(image: Image.Image, name: str = "upload",
 
 
 def flatten_alpha(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """Composite transparent pixels onto a background (white: like paper)."""
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
+    """Composite transparent pixels onto a background (white: like paper): an alpha channel's, or
+    those of the one value a PNG's tRNS chunk (a GIF's transparent index) names transparent, so
+    the same picture gives the same input with either kind of transparency."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode in KEYED_MODES and "transparency" in image.info):
+        rgba = image.convert("RGBA")  # a tRNS value becomes alpha 0 (Pillow's transparent conversion)
         base = Image.new("RGBA", rgba.size, (*background, 255))
         return Image.alpha_composite(base, rgba).convert("RGB")
     return image
@@ -135,16 +139,28 @@ def flatten_alpha(image: Image.Image, background: tuple[int, int, int] = (255, 2
 
 def to_gray(image: Image.Image) -> np.ndarray:
     """Any mode → float32 luminance in [0, 255]; high-bit-depth images are stretched to fit."""
-    if image.mode == "L":  # the common case, and the cheapest
+    if image.mode == "L" and "transparency" not in image.info:  # the common case, and the cheapest
         return np.asarray(image, dtype=np.float32)
     if image.mode in HIGH_BIT_MODES:
-        values = np.asarray(image, dtype=np.float64)  # float64: a float image's range may overflow float32
-        low, high = float(values.min()), float(values.max())
-        if not np.isfinite([low, high]).all():
-            raise BadInput("the image has pixel values that are not finite numbers (NaN or infinity)")
-        stretched = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
-        return stretched.astype(np.float32)
+        return stretched_gray(image)
     return np.asarray(flatten_alpha(image).convert("L"), dtype=np.float32)
+
+
+def stretched_gray(image: Image.Image, background: float = 255.0) -> np.ndarray:
+    """A 16-bit, 32-bit or float image → float32 in [0, 255], its range stretched to fit rather than
+    clipped (Pillow's conversion clips 16-bit values to 255). With a tRNS value, only the opaque
+    pixels' range is stretched and the transparent ones are the background: the key value is no
+    part of the picture."""
+    values = np.asarray(image, dtype=np.float64)  # float64: a float image's range may overflow float32
+    key = image.info.get("transparency")
+    opaque = values != key if isinstance(key, (int, float)) else np.ones(values.shape, bool)
+    seen = values[opaque]
+    low, high = (float(seen.min()), float(seen.max())) if seen.size else (0.0, 0.0)
+    if not np.isfinite([low, high]).all():
+        raise BadInput("the image has pixel values that are not finite numbers (NaN or infinity)")
+    stretched = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    stretched[~opaque] = background
+    return stretched.astype(np.float32)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
