@@ -18,7 +18,7 @@ from app.detection import boxes as box_module
 from app.detection.boxes import MAX_CANDIDATES, iou_matrix, merge_tiles, nms
 from app.detection.centernet import decode, encode
 from app.detection.tiled import detections_from_outputs, tile_for_model
-from app.detection.views import FLIPS, averaged_views, unmirrored_output, view_count, with_mirrors
+from app.detection.views import FLIPS, averaged_views, mirrored_rows, unmirrored_output, view_count, with_mirrors
 from app.main import create_app
 from app.preprocessing.tiling import cut_tiles, tile_cores, tile_grid, tile_starts
 from tests.conftest import make_settings, png_bytes, train_tiny_digits
@@ -235,6 +235,17 @@ def test_mirrored_views_run_as_one_batch_and_average_back_to_each_tile():
     for bad in (3, None, "4", 2.0, True):  # a manifest's value is checked as strictly as a request's
         with pytest.raises(ValueError, match="1, 2 or 4"):
             view_count({"flip_views": bad})
+
+
+@pytest.mark.parametrize("views", [1, 2, 4])
+def test_pieces_of_the_mirrored_batch_are_its_rows_made_alone(views):
+    tiles = np.random.default_rng(4).random((5, 6, 6, 3)).astype(np.float32)
+    whole = with_mirrors(tiles, views)
+    spans = [(0, 3), (3, 7), (4, 5), (0, 5 * views), (5 * views - 4, 5 * views)]
+    for start, stop in [(start, stop) for start, stop in spans if stop <= len(whole)]:
+        piece = mirrored_rows(tiles, views, start, stop)
+        np.testing.assert_array_equal(piece, whole[start:stop])
+        assert piece.flags.c_contiguous
 
 
 def test_giou_and_the_box_term_of_the_loss_on_exact_boxes():
@@ -561,7 +572,7 @@ def test_a_request_whose_client_left_takes_no_slot_and_stops_between_pieces(dete
     infer = LoadedModel.infer
 
     async def counted(self, inputs, *args, **kwargs):
-        calls.append(len(inputs))
+        calls.append(kwargs["rows"])
         return await infer(self, inputs, *args, **kwargs)
 
     monkeypatch.setattr(LoadedModel, "infer", counted)

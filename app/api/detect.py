@@ -1,5 +1,5 @@
 """POST /detect: objects in one or several images, as boxes in each image's own pixel coordinates,
-or drawn on it as PNG. The tiles of every uploaded image run as one batch."""
+or drawn on it as PNG. The tiles of every uploaded image run together, in pieces of TILES_PER_CALL rows."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from app.api.schemas import ERROR_RESPONSES, json_response
 from app.api.uploads import read_uploads, sized_work
 from app.config import Settings
 from app.detection.tiled import TILES_PER_CALL, TiledImage, detections_from_outputs, tile_as_manifest
-from app.detection.views import averaged_views, view_count, with_mirrors
+from app.detection.views import averaged_views, mirrored_rows, view_count
 from app.errors import BadInput, ClientGone, TooLarge
 from app.preprocessing.images import load_image, open_image, to_rgb
 from app.preprocessing.tiling import tile_grid
@@ -82,14 +82,15 @@ def open_within_tiles(contents: list[tuple[str, bytes]], fields: dict[str, Any],
     return opened
 
 
-def tile_images(opened: list[tuple[str, Image.Image]], fields: dict[str, Any], preprocessing: dict[str, Any],
-                views: int) -> tuple[list[tuple[Image.Image, TiledImage]], np.ndarray]:
-    """Decode and tile every opened upload, then the one model batch: all tiles, followed by their mirrors."""
+def tile_images(opened: list[tuple[str, Image.Image]], fields: dict[str, Any], preprocessing: dict[str, Any]
+                ) -> tuple[list[tuple[Image.Image, TiledImage]], np.ndarray]:
+    """Decode and tile every opened upload, and all their tiles as one array (in one view: the
+    mirrors are made piece by piece as the model runs, `run_tiles`)."""
     tiled = []
     for name, image in opened:
         rgb = to_rgb(load_image(image, name))
         tiled.append((rgb, tile_as_manifest(np.asarray(rgb), fields, preprocessing)))
-    return tiled, with_mirrors(np.concatenate([tiles.batch for _, tiles in tiled]), views)
+    return tiled, np.concatenate([tiles.batch for _, tiles in tiled])
 
 
 async def check_client(request: Request) -> None:
@@ -99,14 +100,17 @@ async def check_client(request: Request) -> None:
         raise ClientGone("the client disconnected")
 
 
-async def run_tiles(loaded: LoadedModel, batch: np.ndarray, request: Request) -> np.ndarray:
-    """The model's outputs for every row of `batch`, TILES_PER_CALL rows per call, the client
-    checked between calls: a request whose client has gone stops at its next piece."""
-    pieces = []
-    for start in range(0, len(batch), TILES_PER_CALL):
+async def run_tiles(loaded: LoadedModel, tiles: np.ndarray, views: int, request: Request) -> np.ndarray:
+    """The model's outputs for the rows of `with_mirrors(tiles, views)`, TILES_PER_CALL rows per
+    call, each piece mirrored on the thread that runs the model, the client checked between
+    calls: a request whose client has gone stops at its next piece."""
+    rows, pieces = len(tiles) * views, []
+    for start in range(0, rows, TILES_PER_CALL):
         if start:
             await check_client(request)
-        pieces.append(np.asarray(await loaded.infer(batch[start:start + TILES_PER_CALL])))
+        stop = min(start + TILES_PER_CALL, rows)
+        piece = await loaded.infer((start, stop), lambda span: mirrored_rows(tiles, views, *span), rows=stop - start)
+        pieces.append(np.asarray(piece))
     return np.concatenate(pieces)
 
 
@@ -163,9 +167,9 @@ async def detect_objects(
                               settings)
     async with request.app.state.detect_slots:  # the tiles of a large image weigh up to ~0.8 GB: a few at a time
         await check_client(request)  # its turn may come long after its client gave up
-        tiled, batch = await anyio.to_thread.run_sync(tile_images, opened, fields, manifest.preprocessing, views)
-        outputs = await anyio.to_thread.run_sync(averaged_views, await run_tiles(loaded, batch, request), views)
-        del batch
+        tiled, tiles = await anyio.to_thread.run_sync(tile_images, opened, fields, manifest.preprocessing)
+        outputs = await anyio.to_thread.run_sync(averaged_views, await run_tiles(loaded, tiles, views, request), views)
+        del tiles
     label = manifest.labels[0] if manifest.labels else "object"
     results, start = [], 0
     for upload, (image, tiles) in zip(file, tiled, strict=True):
