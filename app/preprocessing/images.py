@@ -150,17 +150,20 @@ def stretched_gray(image: Image.Image, background: float = 255.0) -> np.ndarray:
     """A 16-bit, 32-bit or float image → float32 in [0, 255], its range stretched to fit rather than
     clipped (Pillow's conversion clips 16-bit values to 255). With a tRNS value, only the opaque
     pixels' range is stretched and the transparent ones are the background: the key value is no
-    part of the picture."""
-    values = np.asarray(image, dtype=np.float64)  # float64: a float image's range may overflow float32
+    part of the picture. Stretched in place: a 40-megapixel image holds one float64 copy, not three."""
+    values = np.array(image, dtype=np.float64)  # float64: a float image's range may overflow float32
     key = image.info.get("transparency")
-    opaque = values != key if isinstance(key, (int, float)) else np.ones(values.shape, bool)
-    seen = values[opaque]
+    transparent = values == key if isinstance(key, (int, float)) else None
+    seen = values if transparent is None else values[~transparent]
     low, high = (float(seen.min()), float(seen.max())) if seen.size else (0.0, 0.0)
+    del seen
     if not np.isfinite([low, high]).all():
         raise BadInput("the image has pixel values that are not finite numbers (NaN or infinity)")
-    stretched = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
-    stretched[~opaque] = background
-    return stretched.astype(np.float32)
+    values -= low
+    values *= 255.0 / (high - low) if high > low else 0.0
+    if transparent is not None:
+        values[transparent] = background
+    return values.astype(np.float32)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
