@@ -32,8 +32,10 @@ def scan_bomb(side: int, scans: int) -> bytes:
         text += "1" * (-len(text) % 8)
         return bytes(int(text[i:i + 8], 2) for i in range(0, len(text), 8)).replace(b"\xff", b"\xff\x00")
 
-    head = (b"\xff\xd8" + segment(0xDB, b"\0" + b"\1" * 64) + segment(0xC2, struct.pack(">BHHB", 8, side, side, 1) + b"\1\x11\0")
-            + segment(0xC4, b"\x00" + bytes([1] + [0] * 15) + b"\x00") + segment(0xC4, b"\x10" + bytes([1] + [0] * 15) + b"\xe0"))
+    head = (b"\xff\xd8" + segment(0xDB, b"\0" + b"\1" * 64)  # one table of ones
+            + segment(0xC2, struct.pack(">BHHB", 8, side, side, 1) + b"\1\x11\0")  # progressive, one component
+            + segment(0xC4, b"\x00" + bytes([1] + [0] * 15) + b"\x00")  # DC: one code, for 0
+            + segment(0xC4, b"\x10" + bytes([1] + [0] * 15) + b"\xe0"))  # AC: one code, for an EOB run of 2^14+
     dc = segment(0xDA, b"\1\1\0\0\0\0") + bits([(0, 1)] * blocks)  # every DC difference 0
     ac = segment(0xDA, b"\1\1\0\1\x3f\0") + bits([(0, 1), (32767 - 16384, 14)] * (blocks // 32767 + 1))
     return head + dc + ac * scans + b"\xff\xd9"

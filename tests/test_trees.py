@@ -519,7 +519,7 @@ def test_the_tile_limit_is_checked_from_the_headers_before_a_slot_or_any_decodin
     from tests.test_bad_input import huge_png
 
     state = detect_client.app.state
-    slots, state.detect_slots = state.detect_slots, NoSlot()  # (pytest's monkeypatch deletes a State's attribute on undo)
+    slots, state.detect_slots = state.detect_slots, NoSlot()  # not monkeypatch: its undo deletes a State's attribute
     try:
         header_only = huge_png(600, 600)  # a 600 x 600 header, no pixel data: decoding it would fail
         too_big = detect_client.post("/detect?flip_views=1", files={"file": ("big.png", header_only)})
