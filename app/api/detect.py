@@ -23,6 +23,7 @@ from app.detection.views import averaged_views, mirrored_rows, view_count
 from app.errors import BadInput, ClientGone, TooLarge
 from app.preprocessing.images import load_image, open_image, to_rgb
 from app.preprocessing.tiling import tile_grid
+from app.serving.budget import PixelBudget, pixel_budget
 from app.store.store import LoadedModel
 
 router = APIRouter(prefix="/detect", tags=["detect"], responses=ERROR_RESPONSES)
@@ -82,14 +83,16 @@ def open_within_tiles(contents: list[tuple[str, bytes]], fields: dict[str, Any],
     return opened
 
 
-def tile_images(opened: list[tuple[str, Image.Image]], fields: dict[str, Any], preprocessing: dict[str, Any]
-                ) -> tuple[list[tuple[Image.Image, TiledImage]], np.ndarray]:
-    """Decode and tile every opened upload, and all their tiles as one array (in one view: the
-    mirrors are made piece by piece as the model runs, `run_tiles`)."""
+def tile_images(opened: list[tuple[str, Image.Image]], fields: dict[str, Any], preprocessing: dict[str, Any],
+                budget: PixelBudget) -> tuple[list[tuple[Image.Image, TiledImage]], np.ndarray]:
+    """Decode and tile every opened upload, each holding its pixels from the service's decoding
+    budget meanwhile, and all their tiles as one array (in one view: the mirrors are made piece by
+    piece as the model runs, `run_tiles`)."""
     tiled = []
     for name, image in opened:
-        rgb = to_rgb(load_image(image, name))
-        tiled.append((rgb, tile_as_manifest(np.asarray(rgb), fields, preprocessing)))
+        with budget.holding(image.width * image.height):
+            rgb = to_rgb(load_image(image, name))
+            tiled.append((rgb, tile_as_manifest(np.asarray(rgb), fields, preprocessing)))
     return tiled, np.concatenate([tiles.batch for _, tiles in tiled])
 
 
@@ -167,7 +170,8 @@ async def detect_objects(
                               settings)
     async with request.app.state.detect_slots:  # the tiles of a large image weigh up to ~0.8 GB: a few at a time
         await check_client(request)  # its turn may come long after its client gave up
-        tiled, tiles = await anyio.to_thread.run_sync(tile_images, opened, fields, manifest.preprocessing)
+        tiled, tiles = await anyio.to_thread.run_sync(tile_images, opened, fields, manifest.preprocessing,
+                                                      pixel_budget(settings.MAX_DECODING_PIXELS))
         outputs = await anyio.to_thread.run_sync(averaged_views, await run_tiles(loaded, tiles, views, request), views)
         del tiles
     label = manifest.labels[0] if manifest.labels else "object"

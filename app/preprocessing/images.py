@@ -107,14 +107,9 @@ def open_image(data: bytes, max_pixels: int, name: str = "upload") -> Image.Imag
 
 def load_image(image: Image.Image, name: str = "upload",
                shrinks_to: Callable[[tuple[int, int]], tuple[int, int]] | None = None) -> Image.Image:
-    """An `open_image` result → its first frame decoded and turned by its EXIF orientation.
-
-    With `shrinks_to` (for an image of a given size, the size its preparation shrinks it to), a JPEG
-    much larger than that is decoded at 1/2, 1/4 or 1/8 of its size by libjpeg's DCT scaling:
-    a 12-megapixel phone photo for an ImageNet classifier decodes about six times faster."""
-    if shrinks_to is not None and image.format in JPEG_FORMATS:  # outside the try: a bug here is ours
-        kept_width, kept_height = shrinks_to(image.size)
-        image.draft(None, (kept_width * REDUCING_GAP, kept_height * REDUCING_GAP))  # reads no pixels yet
+    """An `open_image` result → its first frame decoded and turned by its EXIF orientation
+    (with `shrinks_to`, decoded smaller first: `shrink_on_decoding`)."""
+    shrink_on_decoding(image, shrinks_to)  # outside the try: a bug here is ours
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -123,6 +118,18 @@ def load_image(image: Image.Image, name: str = "upload",
             ImageOps.exif_transpose(image, in_place=True)  # phone photos carry their rotation in EXIF; no copy
     except Exception as error:
         raise BadInput(f"{name}: truncated or corrupt image ({error})") from None
+    return image
+
+
+def shrink_on_decoding(image: Image.Image,
+                       shrinks_to: Callable[[tuple[int, int]], tuple[int, int]] | None) -> Image.Image:
+    """With `shrinks_to` (for an image of a given size, the size its preparation shrinks it to), a JPEG
+    much larger than that is set to decode at 1/2, 1/4 or 1/8 of its size by libjpeg's DCT scaling:
+    a 12-megapixel phone photo for an ImageNet classifier decodes about six times faster. No pixel
+    is read; `image.size` is then the size it decodes to."""
+    if shrinks_to is not None and image.format in JPEG_FORMATS:
+        kept_width, kept_height = shrinks_to(image.size)
+        image.draft(None, (kept_width * REDUCING_GAP, kept_height * REDUCING_GAP))
     return image
 
 
