@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     # Limits on what a request may carry.
     MAX_UPLOAD_BYTES: int = 10 * 1024 * 1024
     MAX_IMAGE_PIXELS: int = 40_000_000
+    MAX_DECODING_PIXELS: int = Field(
+        40_000_000, ge=1, description="Pixels decoded and prepared at once across the service (every model and "
+                                      "/detect); an image that would go over waits for others to finish, one larger "
+                                      "than it runs alone. A 16-bit PNG takes about 12 bytes a pixel at its peak.")
     MAX_FILES_PER_REQUEST: int = 32
     MAX_K: int = 100
     MAX_ANALOGY_TERMS: int = 10  # positive + negative words in one /analogy query

@@ -35,6 +35,13 @@ class RequestTimeout(ApiError):
     status_code = 408
 
 
+class ClientGone(ApiError):
+    """The client disconnected before its answer: work on it stops, and nobody reads the 499
+    (nginx's code for a request its client closed), which only the logs and metrics see."""
+
+    status_code = 499
+
+
 class Unauthorized(ApiError):
     status_code = 401
 

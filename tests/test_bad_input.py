@@ -15,6 +15,7 @@ from PIL import Image
 from app.main import create_app
 from app.middleware import BodyLimitMiddleware
 from tests.conftest import make_settings, png_bytes, template_image
+from tests.test_images import scan_bomb
 
 
 def huge_png(width: int, height: int) -> bytes:
@@ -44,8 +45,9 @@ def assert_error(response, status: int, words: str):
         (png_bytes(Image.new("L", (64, 64), 255))[:60], 422, "truncated"),
         (huge_png(100_000, 100_000), 413, "over the limit"),
         (png_bytes(Image.new("L", (40, 40), 255)), 422, "no digit found"),
+        (scan_bomb(2000, 101), 422, "a JPEG with over 100 scans"),
     ],
-    ids=["empty", "not-image", "truncated", "decompression-bomb", "blank"],
+    ids=["empty", "not-image", "truncated", "decompression-bomb", "blank", "jpeg-scan-bomb"],
 )
 def test_bad_images_are_clear_4xx(client, data, status, words):
     assert_error(post(client, data), status, words)

@@ -6,6 +6,7 @@ import argparse
 import io
 import time
 import tracemalloc
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -17,7 +18,7 @@ from app.detection import boxes as box_module
 from app.detection.boxes import MAX_CANDIDATES, iou_matrix, merge_tiles, nms
 from app.detection.centernet import decode, encode
 from app.detection.tiled import detections_from_outputs, tile_for_model
-from app.detection.views import FLIPS, averaged_views, unmirrored_output, view_count, with_mirrors
+from app.detection.views import FLIPS, averaged_views, mirrored_rows, unmirrored_output, view_count, with_mirrors
 from app.main import create_app
 from app.preprocessing.tiling import cut_tiles, tile_cores, tile_grid, tile_starts
 from tests.conftest import make_settings, png_bytes, train_tiny_digits
@@ -234,6 +235,17 @@ def test_mirrored_views_run_as_one_batch_and_average_back_to_each_tile():
     for bad in (3, None, "4", 2.0, True):  # a manifest's value is checked as strictly as a request's
         with pytest.raises(ValueError, match="1, 2 or 4"):
             view_count({"flip_views": bad})
+
+
+@pytest.mark.parametrize("views", [1, 2, 4])
+def test_pieces_of_the_mirrored_batch_are_its_rows_made_alone(views):
+    tiles = np.random.default_rng(4).random((5, 6, 6, 3)).astype(np.float32)
+    whole = with_mirrors(tiles, views)
+    spans = [(0, 3), (3, 7), (4, 5), (0, 5 * views), (5 * views - 4, 5 * views)]
+    for start, stop in [(start, stop) for start, stop in spans if stop <= len(whole)]:
+        piece = mirrored_rows(tiles, views, start, stop)
+        np.testing.assert_array_equal(piece, whole[start:stop])
+        assert piece.flags.c_contiguous
 
 
 def test_giou_and_the_box_term_of_the_loss_on_exact_boxes():
@@ -490,6 +502,89 @@ def test_detect_bad_inputs(detect_client):
     assert "with the images before it" in together.json()["detail"]
     assert detect_client.post("/detect?flip_views=3", files={"file": ("x.png", image)}).status_code == 422
     assert detect_client.post("/detect?flip_views=8", files={"file": ("x.png", image)}).status_code == 422
+
+
+class NoSlot:
+    """Stands in for the detect slots: a request that takes one fails the test."""
+
+    async def __aenter__(self) -> None:
+        raise AssertionError("the request took a detect slot")
+
+    async def __aexit__(self, *exc: object) -> bool:
+        return False
+
+
+def test_the_tile_limit_is_checked_from_the_headers_before_a_slot_or_any_decoding(detect_client):
+    """A 6320 x 6320 PNG (178 KB) got its 413 after 0.84 s of decoding and +0.3 GB, inside a slot."""
+    from tests.test_bad_input import huge_png
+
+    state = detect_client.app.state
+    slots, state.detect_slots = state.detect_slots, NoSlot()  # not monkeypatch: its undo deletes a State's attribute
+    try:
+        header_only = huge_png(600, 600)  # a 600 x 600 header, no pixel data: decoding it would fail
+        too_big = detect_client.post("/detect?flip_views=1", files={"file": ("big.png", header_only)})
+        assert too_big.status_code == 413 and "169 tiles of 64 px" in too_big.json()["detail"]
+        exif = Image.Exif()
+        exif[0x0112] = 6  # turned a quarter: decoded as 250 x 600, the same count of tiles
+        buffer = io.BytesIO()
+        Image.new("RGB", (600, 250)).save(buffer, "JPEG", exif=exif)
+        turned = detect_client.post("/detect?flip_views=2", files={"file": ("t.jpg", buffer.getvalue())})
+        assert turned.status_code == 413 and "needs 130 tile passes" in turned.json()["detail"]
+    finally:
+        state.detect_slots = slots
+    assert len(tile_grid(600, 250, TILE, 16)) == len(tile_grid(250, 600, TILE, 16)) == 65
+
+
+def detect_for_leaving_client(client: TestClient, image: bytes, gone: Callable[[], bool]) -> list[dict]:
+    """POST /detect straight through the app's ASGI interface, as a client whose connection is
+    closed once `gone()` says so; answers the messages the app sent."""
+    import anyio
+    import httpx
+
+    request = httpx.Request("POST", "http://testserver/detect?flip_views=4", files={"file": ("p.png", image)})
+    body = request.read()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/detect", "raw_path": b"/detect", "query_string": b"flip_views=4", "root_path": "",
+             "headers": [(k.lower().encode(), v.encode()) for k, v in request.headers.items()],
+             "client": ("127.0.0.1", 5000), "server": ("testserver", 80)}
+    unread, sent = [{"type": "http.request", "body": body, "more_body": False}], []
+
+    async def receive() -> dict:
+        if unread:
+            return unread.pop()
+        if gone():
+            return {"type": "http.disconnect"}
+        await anyio.sleep_forever()  # as a server does while the client is connected
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    client.portal.call(client.app, scope, receive, send)
+    return sent
+
+
+def test_a_request_whose_client_left_takes_no_slot_and_stops_between_pieces(detect_client, monkeypatch):
+    """Four clients that gave up after 1 s on a 1200 x 1200 image (17 s each) made the next request
+    wait 60 s instead of 0.4 s: their detections ran to the end, holding the detect slots."""
+    from app.store.store import LoadedModel
+
+    calls = []
+    infer = LoadedModel.infer
+
+    async def counted(self, inputs, *args, **kwargs):
+        calls.append(kwargs["rows"])
+        return await infer(self, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(LoadedModel, "infer", counted)
+    image = png_bytes(rectangles_scene(3, size=250).pixels)  # 25 tiles x 4 views = 100 rows: 7 pieces of 16
+    slots = detect_client.app.state.detect_slots
+    sent = detect_for_leaving_client(detect_client, image, gone=lambda: True)  # left before its turn
+    assert sent[0]["status"] == 499 and calls == []
+    sent = detect_for_leaving_client(detect_client, image, gone=lambda: len(calls) >= 1)  # left while running
+    assert sent[0]["status"] == 499 and calls == [16]
+    sent = detect_for_leaving_client(detect_client, image, gone=lambda: False)  # stayed
+    assert sent[0]["status"] == 200 and calls[1:] == [16] * 6 + [4]
+    assert slots._value == detect_client.app.state.settings.MAX_DETECTS_IN_FLIGHT  # every slot given back
 
 
 def test_detect_several_images_in_one_request_answers_each_in_order(detect_client):

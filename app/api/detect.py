@@ -1,5 +1,5 @@
 """POST /detect: objects in one or several images, as boxes in each image's own pixel coordinates,
-or drawn on it as PNG. The tiles of every uploaded image run as one batch."""
+or drawn on it as PNG. The tiles of every uploaded image run together, in pieces of TILES_PER_CALL rows."""
 
 from __future__ import annotations
 
@@ -16,13 +16,15 @@ from pydantic import BaseModel, Field
 from app.api.deps import serving
 from app.api.query import DecimalNumber, ModelQuery, WholeNumber, documented, model_field, read_query
 from app.api.schemas import ERROR_RESPONSES, json_response
-from app.api.uploads import read_uploads
+from app.api.uploads import read_uploads, sized_work
 from app.config import Settings
-from app.detection.tiled import TiledImage, detections_from_outputs, tile_as_manifest
-from app.detection.views import averaged_views, view_count, with_mirrors
-from app.errors import BadInput, TooLarge
-from app.preprocessing.images import decode_image, to_rgb
+from app.detection.tiled import TILES_PER_CALL, TiledImage, detections_from_outputs, tile_as_manifest
+from app.detection.views import averaged_views, mirrored_rows, view_count
+from app.errors import BadInput, ClientGone, TooLarge
+from app.preprocessing.images import load_image, open_image, to_rgb
 from app.preprocessing.tiling import tile_grid
+from app.serving.budget import PixelBudget, pixel_budget
+from app.store.store import LoadedModel
 
 router = APIRouter(prefix="/detect", tags=["detect"], responses=ERROR_RESPONSES)
 
@@ -59,15 +61,15 @@ class DetectionsList(BaseModel):
     count: int
 
 
-def tile_images(contents: list[tuple[str, bytes]], fields: dict[str, Any], preprocessing: dict[str, Any],
-                views: int, settings: Settings) -> tuple[list[tuple[Image.Image, TiledImage]], np.ndarray]:
-    """Decode and tile every upload, then the one model batch: all tiles, followed by their mirrors.
-
-    The request's tile passes (tiles x views, over all its images) are counted as each image is
-    decoded, and a 413 is raised before the float tiles of the one over the limit are made."""
-    tiled, passes, limit, upscale = [], 0, settings.MAX_DETECT_TILES, fields.get("upscale", 1.0)
+def open_within_tiles(contents: list[tuple[str, bytes]], fields: dict[str, Any], views: int,
+                      settings: Settings) -> list[tuple[str, Image.Image]]:
+    """Every upload opened (its header read and checked, no pixel decoded), and a 413 if the request's
+    tile passes (tiles x views, over all its images) are over MAX_DETECT_TILES: known from the
+    headers' sizes, before the request waits for a detect slot or decodes anything. An EXIF
+    rotation swaps width and height, which leaves the count of tiles unchanged."""
+    opened, passes, limit, upscale = [], 0, settings.MAX_DETECT_TILES, fields.get("upscale", 1.0)
     for name, data in contents:
-        image = to_rgb(decode_image(data, settings.MAX_IMAGE_PIXELS, name))
+        image = open_image(data, settings.MAX_IMAGE_PIXELS, name)
         tiles = len(tile_grid(round(image.width * upscale), round(image.height * upscale), fields["tile"],
                               fields["overlap"]))
         passes += tiles * views
@@ -77,8 +79,42 @@ def tile_images(contents: list[tuple[str, bytes]], fields: dict[str, Any], prepr
                 what += " with the images before it"
             hint = " (fewer flip_views run fewer)" if views > 1 else ""
             raise TooLarge(f"{what} needs {passes} tile passes; the limit is {limit}{hint}")
-        tiled.append((image, tile_as_manifest(np.asarray(image), fields, preprocessing)))
-    return tiled, with_mirrors(np.concatenate([tiles.batch for _, tiles in tiled]), views)
+        opened.append((name, image))
+    return opened
+
+
+def tile_images(opened: list[tuple[str, Image.Image]], fields: dict[str, Any], preprocessing: dict[str, Any],
+                budget: PixelBudget) -> tuple[list[tuple[Image.Image, TiledImage]], np.ndarray]:
+    """Decode and tile every opened upload, each holding its pixels from the service's decoding
+    budget meanwhile, and all their tiles as one array (in one view: the mirrors are made piece by
+    piece as the model runs, `run_tiles`)."""
+    tiled = []
+    for name, image in opened:
+        with budget.holding(image.width * image.height):
+            rgb = to_rgb(load_image(image, name))
+            tiled.append((rgb, tile_as_manifest(np.asarray(rgb), fields, preprocessing)))
+    return tiled, np.concatenate([tiles.batch for _, tiles in tiled])
+
+
+async def check_client(request: Request) -> None:
+    """A 499 once the client has disconnected (known once its body is read), so its tiles stop
+    holding a detect slot: four clients that gave up after 1 s made the next request wait 60 s."""
+    if await request.is_disconnected():
+        raise ClientGone("the client disconnected")
+
+
+async def run_tiles(loaded: LoadedModel, tiles: np.ndarray, views: int, request: Request) -> np.ndarray:
+    """The model's outputs for the rows of `with_mirrors(tiles, views)`, TILES_PER_CALL rows per
+    call, each piece mirrored on the thread that runs the model, the client checked between
+    calls: a request whose client has gone stops at its next piece."""
+    rows, pieces = len(tiles) * views, []
+    for start in range(0, rows, TILES_PER_CALL):
+        if start:
+            await check_client(request)
+        stop = min(start + TILES_PER_CALL, rows)
+        piece = await loaded.infer((start, stop), lambda span: mirrored_rows(tiles, views, *span), rows=stop - start)
+        pieces.append(np.asarray(piece))
+    return np.concatenate(pieces)
 
 
 def image_detections(rows: np.ndarray, tiles: TiledImage, fields: dict[str, Any], threshold: float,
@@ -130,11 +166,14 @@ async def detect_objects(
     contents = await read_uploads(file, settings)
     if draw and len(contents) > 1:
         raise BadInput(f"draw=true answers one image; {len(contents)} were sent")
+    opened = await sized_work(sum(len(data) for _, data in contents), open_within_tiles, contents, fields, views,
+                              settings)
     async with request.app.state.detect_slots:  # the tiles of a large image weigh up to ~0.8 GB: a few at a time
-        tiled, batch = await anyio.to_thread.run_sync(tile_images, contents, fields, manifest.preprocessing, views,
-                                                      settings)
-        outputs = await anyio.to_thread.run_sync(averaged_views, await loaded.infer(batch), views)
-        del batch
+        await check_client(request)  # its turn may come long after its client gave up
+        tiled, tiles = await anyio.to_thread.run_sync(tile_images, opened, fields, manifest.preprocessing,
+                                                      pixel_budget(settings.MAX_DECODING_PIXELS))
+        outputs = await anyio.to_thread.run_sync(averaged_views, await run_tiles(loaded, tiles, views, request), views)
+        del tiles
     label = manifest.labels[0] if manifest.labels else "object"
     results, start = [], 0
     for upload, (image, tiles) in zip(file, tiled, strict=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -9,11 +10,13 @@ from typing import Any, TypeVar
 import anyio
 import numpy as np
 from fastapi import UploadFile
+from PIL import Image
 
 from app.config import Settings
 from app.errors import ApiError, BadInput, TooLarge
 from app.preprocessing import prepare_images, shrunk_size
-from app.preprocessing.images import decode_image
+from app.preprocessing.images import decode_image, load_image, open_image, shrink_on_decoding
+from app.serving.budget import PixelBudget, pixel_budget
 
 T = TypeVar("T")
 # Below this many bytes, decoding and preparing on the event loop is cheaper than a thread hop.
@@ -62,12 +65,21 @@ class UploadPreparer:
 
     preprocessing: dict[str, Any]
     max_pixels: int
+    budget: PixelBudget | None = None  # pixels decoded at once across the process; None: no bound
 
     def __call__(self, contents: list[tuple[str, bytes]]) -> np.ndarray:
         (result,) = self.many([contents])
         if isinstance(result, Exception):
             raise result
         return result
+
+    def prepare_large(self, image: Image.Image, label: str) -> np.ndarray | BadInput:
+        """One opened image over STACKED_PIXELS decoded and prepared alone, holding its pixels from
+        the decoding budget meanwhile (the pixels it decodes to, after `shrink_on_decoding`)."""
+        pixels = image.width * image.height
+        with self.budget.holding(pixels) if self.budget is not None else contextlib.nullcontext():
+            (result,) = prepare_images([load_image(image, label)], self.preprocessing)
+        return labelled(result, label)
 
     def many(self, requests: list[list[tuple[str, bytes]]]) -> list[np.ndarray | Exception]:
         """Each request's batch, or the error of its first bad file (in upload order, as if its
@@ -82,17 +94,16 @@ class UploadPreparer:
             slots.append(files)
             for label, data in contents:
                 try:
-                    image = decode_image(data, self.max_pixels, label, shrinks_to)
+                    image = shrink_on_decoding(open_image(data, self.max_pixels, label), shrinks_to)
+                    if image.width * image.height <= STACKED_PIXELS:
+                        small.append(load_image(image, label))
+                        small_slots.append((files, len(files), label))
+                        files.append(None)
+                    else:
+                        files.append(self.prepare_large(image, label))
                 except ApiError as error:
                     files.append(error)  # the files after it are never reached
                     break
-                files.append(None)
-                if image.width * image.height <= STACKED_PIXELS:
-                    small.append(image)
-                    small_slots.append((files, len(files) - 1, label))
-                else:
-                    (result,) = prepare_images([image], self.preprocessing)
-                    files[-1] = labelled(result, label)
         for (files, index, label), result in zip(small_slots, prepare_images(small, self.preprocessing), strict=True):
             files[index] = labelled(result, label)
         return [first_error(files) or np.stack(files).astype(np.float32, copy=False) for files in slots]
@@ -109,4 +120,4 @@ def first_error(files: list[Any]) -> Exception | None:
 
 def upload_preparer(preprocessing: dict[str, Any], settings: Settings) -> UploadPreparer:
     """The preparer for one model's uploads, to hand to `LoadedModel.infer`."""
-    return UploadPreparer(preprocessing, settings.MAX_IMAGE_PIXELS)
+    return UploadPreparer(preprocessing, settings.MAX_IMAGE_PIXELS, pixel_budget(settings.MAX_DECODING_PIXELS))

@@ -48,6 +48,15 @@ def with_mirrors(tiles: np.ndarray, views: int) -> np.ndarray:
     return np.concatenate([mirrored(tiles, *flip) for flip in FLIPS[:views]])
 
 
+def mirrored_rows(tiles: np.ndarray, views: int, start: int, stop: int) -> np.ndarray:
+    """Rows start:stop of `with_mirrors(tiles, views)`, made without the others: a detection run in
+    pieces never holds all its views at once (four views of 676 tiles are 532 MB, 1.8 s to copy)."""
+    count = len(tiles)
+    parts = [mirrored(tiles[max(start - view * count, 0):min(stop - view * count, count)], *FLIPS[view])
+             for view in range(start // count, (stop - 1) // count + 1)]
+    return np.ascontiguousarray(np.concatenate(parts) if len(parts) > 1 else parts[0])
+
+
 def unmirrored_output(output: np.ndarray, left_right: bool, top_bottom: bool) -> np.ndarray:
     """A mirrored tile's (N, rows, cols, 5) output in the tile's own frame."""
     output = np.array(mirrored(output, left_right, top_bottom), dtype=np.float32)
