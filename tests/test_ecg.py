@@ -370,3 +370,37 @@ def test_the_benchmark_baseline_reads_records_exactly_like_anomaly(ecg_settings)
             model, baseline = client.post(f"/anomaly{query}", json=payload), client.post(f"/baseline/records{query}", json=payload)
             assert model.status_code == baseline.status_code == 422
             assert model.json()["detail"] == baseline.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b"1,2\n,\n3,4\n", "line 2, column 1: empty cell"),
+        (b'1,2\n"",""\n3,4\n', "line 2, column 1: empty cell"),
+        (b"1,2\n , \n3,4\n", "line 2, column 1: empty cell"),
+        (b"1\t2\n\t\n3\t4\n", "line 2, column 1: empty cell"),
+        (b"1,2\n,,\n", "line 2 has 3 values; expected 2"),
+    ],
+    ids=["separator", "quoted-empties", "spaced-separator", "tab", "wider"],
+)
+def test_a_line_of_empty_cells_is_422_not_skipped(data, words):
+    """Skipping it moved every later record up one index: a verdict answered for the wrong record."""
+    from app.api.records import parse_csv_records
+    from app.errors import BadInput
+
+    with pytest.raises(BadInput, match=words):
+        parse_csv_records(data, 2, 10)
+
+
+def test_only_lines_of_whitespace_are_skipped():
+    from app.api.records import parse_csv_records
+
+    assert parse_csv_records(b"\n1,2\n   \n\t\r\n3,4\n\n", 2, 10).tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert parse_csv_records(b"1\t2\n \n3\t4\n", 2, 10).tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_a_csv_line_of_separators_is_422_naming_it(ecg_client):
+    line = ",".join(["0.5"] * LENGTH)
+    data = f"{line}\n{',' * (LENGTH - 1)}\n{line}\n".encode()
+    assert_error(ecg_client.post("/anomaly", content=data, headers={"content-type": "text/csv"}), 422,
+                 "line 2, column 1: empty cell")

@@ -147,6 +147,12 @@ def _csv_number(cell: str, where: str) -> float:
     return number
 
 
+def _is_blank(cells: list[str]) -> bool:
+    """A line with no separator and nothing but whitespace: skipped. A line of empty cells (`,,,`)
+    is not, so every later record keeps the index the client counted."""
+    return len(cells) <= 1 and not "".join(cells).strip()
+
+
 def parse_csv_records(data: bytes, length: int, max_records: int) -> np.ndarray:
     """CSV bytes → (n, length) float array; blank lines are skipped, anything else must be a record."""
     try:
@@ -159,7 +165,7 @@ def parse_csv_records(data: bytes, length: int, max_records: int) -> np.ndarray:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         for cells in reader:
-            if not any(cell.strip() for cell in cells):
+            if _is_blank(cells):
                 continue
             line = reader.line_num
             if len(rows) == max_records:
