@@ -34,6 +34,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError, core_schema
 
+from app.serving.metrics import SERVED_MODEL
+
 Query = TypeVar("Query", bound=BaseModel)
 
 # Numbers as people write them in a URL. Pydantic alone also reads "1_0" and " 10" as ten (and
@@ -96,10 +98,19 @@ def read_query(request: Request, shape: type[Query]) -> Query:
         if name in values:
             values[name] = params.getlist(name)
     try:
-        return shape.model_validate(values, context={"settings": settings})
+        query = shape.model_validate(values, context={"settings": settings})
     except ValidationError as error:
         problems = [{**problem, "loc": ("query", *problem["loc"])} for problem in error.errors(include_url=False)]
         raise RequestValidationError(problems) from None
+    if isinstance(query, ModelQuery):
+        record_served_model(request, query.model)
+    return query
+
+
+def record_served_model(request: Request, model: str) -> None:
+    """The model this request is served by, for the metrics (app/middleware.py): the one its query
+    names, the last if repeated, else the route's default."""
+    request.scope.setdefault("state", {})[SERVED_MODEL] = model
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: a type hint holding it is hashed
