@@ -203,3 +203,9 @@ def test_flip_views_is_checked_with_the_rest_of_the_query():
     assert errors == {("query", "flip_views"): "Input should be one of 1, 2, 4",
                       ("query", "version"): "Input should be greater than or equal to 1"}
     assert read_query(Request({"type": "http", "query_string": b"flip_views=2"}), DetectQuery).flip_views == 2
+
+
+def test_openapi_json_serves_the_published_document(client):
+    parameters = client.get("/openapi.json").json()["paths"]["/classify"]["post"]["parameters"]
+    k = next(p["schema"] for p in parameters if p["name"] == "k")
+    assert k["anyOf"][0] == {"type": "integer", "minimum": 1, "maximum": 100}
