@@ -513,3 +513,18 @@ def test_the_plain_reader_agrees_with_the_cell_by_cell_one(body, max_records, bl
     event("declined" if plain is None else "read by numpy")  # `--hypothesis-show-statistics` shows the mix
     if plain is not None:
         assert plain == outcome(records._cell_by_cell_rows)
+
+
+def test_a_cell_over_the_csv_field_limit_is_refused_by_both_readers():
+    import csv
+
+    from app.api.records import _over_field_limit, parse_csv_records
+    from app.errors import BadInput
+
+    limit = csv.field_size_limit()
+    long_line = ",".join(["1" * (limit // 2)] * 3).encode()  # over the limit, its cells within it
+    assert not _over_field_limit(b"1,22\n" + long_line + b"\r\n", ",") and not _over_field_limit(b"", ",")
+    assert _over_field_limit(b"1\r" + b"2" * (limit + 1), ",") and not _over_field_limit(b"2" * limit, ",")
+    assert parse_csv_records(b"1,0." + b"0" * (limit - 2), 2, 10).tolist() == [[1.0, 0.0]]
+    with pytest.raises(BadInput, match=r"malformed CSV at line 1: field larger than field limit"):
+        parse_csv_records(b"1,0." + b"0" * (limit - 1), 2, 10)
