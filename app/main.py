@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.ready = False
     install_error_handlers(app)
-    install_docs(app)
+    install_docs(app, settings)
     for router in ROUTERS:
         app.include_router(router)
     if settings.BENCHMARK_BASELINES:

@@ -7,15 +7,13 @@ import itertools
 import json
 import os
 import time
-from urllib.parse import parse_qs
 
 import anyio
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from python_multipart.multipart import parse_options_header
 
 from app.errors import ApiError, BadRequest, RequestTimeout, TooLarge
 from app.logs import request_id_var
@@ -275,9 +273,12 @@ class MetricsMiddleware:
 
     @staticmethod
     def _model_label(scope: Scope) -> str:
-        """The `model` asked for, if it is one the store knows: labels must stay few."""
-        asked = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("model", [""])[0]
-        if not asked:
+        """The model that served the request, as its handler recorded it once the query was read
+        (the route's default when none was named; the last value of a repeated `model`), if the
+        store knows it, else "other": labels must stay few. "" when no model was chosen (/health,
+        a request refused before its query was read)."""
+        served = scope.get("state", {}).get(metrics.SERVED_MODEL)
+        if not served:
             return ""
         store = getattr(scope["app"].state, "store", None)
-        return asked if store is not None and asked in store.loaded else "other"
+        return served if store is not None and served in store.loaded else "other"

@@ -163,3 +163,72 @@ def test_a_run_whose_version_folder_holds_another_runs_model_lists_no_plots(tmp_
         gone = client.get(f"/runs/{other}/plots/loss.png")
         assert gone.status_code == 404 and "now holds another run's model" in gone.json()["detail"]
         assert client.get(f"/runs/{current}/plots/loss.png").status_code == 200
+
+
+def keys_anywhere(node, names: set[str]) -> list[str]:
+    """Every key of `names` anywhere in a JSON document, with the path to it."""
+    if isinstance(node, dict):
+        found = [key for key in node if key in names]
+        return found + [f"{key}/{path}" for key, value in node.items() for path in keys_anywhere(value, names)]
+    if isinstance(node, list):
+        return [f"{index}/{path}" for index, value in enumerate(node) for path in keys_anywhere(value, names)]
+    return []
+
+
+def published_bounds(openapi: dict, path: str, name: str) -> dict:
+    """A query parameter's bounds as published: its schema's and its non-null member's."""
+    operation = next(iter(openapi["paths"][path].values()))
+    schema = next(p["schema"] for p in operation["parameters"] if p["name"] == name)
+    members = [schema, *[m for m in schema.get("anyOf", []) if m.get("type") != "null"]]
+    keys = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum", "minItems", "maxItems"}
+    return {key: value for member in members for key, value in member.items() if key in keys}
+
+
+def test_openapi_publishes_every_bound_as_json_schema_does():
+    """pydantic published WholeNumber/DecimalNumber bounds as `ge`/`le`, which JSON Schema tools ignore,
+    the MAX_K and MAX_ANALOGY_TERMS settings not at all, and flip_views as 1-4 (3 is refused)."""
+    from pathlib import Path
+
+    from app.main import create_app
+    from tests.conftest import make_settings
+
+    settings = make_settings(Path("unused"), MAX_K=7, MAX_ANALOGY_TERMS=3, BENCHMARK_BASELINES=True)
+    openapi = create_app(settings).openapi()
+    assert keys_anywhere(openapi, {"ge", "le", "gt", "lt", "x-setting-bounds"}) == []
+    for path in ("/classify", "/anomaly", "/similar-words", "/analogy", "/detect", "/baseline/records"):
+        assert published_bounds(openapi, path, "version") == {"minimum": 1}, path
+    for path in ("/classify", "/similar-words", "/analogy", "/baseline/upload", "/baseline/get"):
+        assert published_bounds(openapi, path, "k") == {"minimum": 1, "maximum": 7}, path
+    assert published_bounds(openapi, "/analogy", "positive") == {"minItems": 1, "maxItems": 3}
+    assert published_bounds(openapi, "/analogy", "negative") == {"maxItems": 3}
+    assert published_bounds(openapi, "/anomaly", "threshold") == {"minimum": 1e-12}
+    assert published_bounds(openapi, "/detect", "score_threshold") == {"minimum": 0.0, "maximum": 1.0}
+    assert published_bounds(openapi, "/detect", "flip_views") == {"enum": [1, 2, 4]}
+    assert published_bounds(openapi, "/runs", "limit") == {"minimum": 1, "maximum": 100}
+    assert published_bounds(openapi, "/runs", "offset") == {"minimum": 0, "maximum": 1_000_000}
+    default = create_app(make_settings(Path("unused"))).openapi()  # each app publishes its own settings
+    assert published_bounds(default, "/classify", "k") == {"minimum": 1, "maximum": 100}
+
+
+def test_flip_views_is_checked_with_the_rest_of_the_query():
+    """Published as 1, 2 or 4, and refused as such with the other bad parameters (3 passed the query's 1-4)."""
+    import pytest
+    from fastapi.exceptions import RequestValidationError
+    from starlette.requests import Request
+
+    from app.api.detect import DetectQuery
+    from app.api.query import read_query
+
+    request = Request({"type": "http", "query_string": b"flip_views=3&version=0"})
+    with pytest.raises(RequestValidationError) as caught:
+        read_query(request, DetectQuery)
+    errors = {error["loc"]: error["msg"] for error in caught.value.errors()}
+    assert errors == {("query", "flip_views"): "Input should be one of 1, 2, 4",
+                      ("query", "version"): "Input should be greater than or equal to 1"}
+    assert read_query(Request({"type": "http", "query_string": b"flip_views=2"}), DetectQuery).flip_views == 2
+
+
+def test_openapi_json_serves_the_published_document(client):
+    parameters = client.get("/openapi.json").json()["paths"]["/classify"]["post"]["parameters"]
+    k = next(p["schema"] for p in parameters if p["name"] == "k")
+    assert k["anyOf"][0] == {"type": "integer", "minimum": 1, "maximum": 100}

@@ -354,3 +354,26 @@ def test_an_unexpected_failure_while_preparing_answers_every_caller_instead_of_h
         return results
 
     assert [str(r) for r in asyncio.run(scenario())] == ["cannot compare", "cannot compare"]
+
+
+def test_metrics_label_requests_with_the_model_that_served_them(client):
+    """The label was the first `model` of the query string: "" when the route's default served the
+    request, and the first of a repeated parameter where the last one is served."""
+
+    def counts(text: str) -> dict[tuple[str, str], float]:
+        prefix = 'labnets_requests_total{endpoint="/classify",model="'
+        rows = [line[len(prefix):] for line in text.splitlines() if line.startswith(prefix)]
+        return {(row.split('"')[0], row.split('status="')[1].split('"')[0]): float(row.rsplit(" ", 1)[1])
+                for row in rows}
+
+    upload = {"file": ("a.png", template_image(2))}
+    before = counts(client.get("/metrics").text)
+    assert client.post("/classify", files=upload).status_code == 200  # the default model
+    assert client.post("/classify?model=zzz&model=digits", files=upload).status_code == 200  # the last one
+    assert client.post("/classify?model=digits&model=zzz", files=upload).status_code == 404
+    assert client.post("/classify?k=0", files=upload).status_code == 422  # refused before a model was chosen
+    text = client.get("/metrics").text
+    after = counts(text)
+    added = {key: after[key] - before.get(key, 0.0) for key in after if after[key] != before.get(key, 0.0)}
+    assert added == {("digits", "200"): 2, ("other", "404"): 1, ("", "422"): 1}
+    assert 'model="zzz"' not in text  # an unknown name from the query makes no label of its own

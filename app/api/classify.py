@@ -28,7 +28,7 @@ def rank_classes(probabilities: np.ndarray, labels: list[str], k: int) -> list[C
 
 class ClassifyQuery(ModelQuery):
     model: str = model_field("digits", "A classifier in /models.")
-    k: Annotated[WholeNumber | None, at_most_setting("MAX_K")] = Field(None, ge=1, description="How many top classes to return.")
+    k: Annotated[WholeNumber, at_most_setting("MAX_K")] | None = Field(None, ge=1, description="How many top classes to return.")
 
 
 @router.post("", response_model=Prediction | PredictionList, openapi_extra=documented(ClassifyQuery))

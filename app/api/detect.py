@@ -14,12 +14,12 @@ from PIL import Image, ImageDraw
 from pydantic import BaseModel, Field
 
 from app.api.deps import serving
-from app.api.query import DecimalNumber, ModelQuery, WholeNumber, documented, model_field, read_query
+from app.api.query import DecimalNumber, ModelQuery, WholeNumber, documented, model_field, one_of, read_query
 from app.api.schemas import ERROR_RESPONSES, json_response
 from app.api.uploads import read_uploads, sized_work
 from app.config import Settings
 from app.detection.tiled import TILES_PER_CALL, TiledImage, detections_from_outputs, tile_as_manifest
-from app.detection.views import averaged_views, mirrored_rows, view_count
+from app.detection.views import VIEW_COUNTS, averaged_views, mirrored_rows, view_count
 from app.errors import BadInput, ClientGone, TooLarge
 from app.preprocessing.images import load_image, open_image, to_rgb
 from app.preprocessing.tiling import tile_grid
@@ -140,7 +140,7 @@ class DetectQuery(ModelQuery):
     model: str = model_field("trees", "A detector in /models.")
     score_threshold: DecimalNumber | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False, description="Default: the model's.")
     draw: bool = Field(False, description="Answer with the image and its boxes drawn, as PNG (one file only).")
-    flip_views: WholeNumber | None = Field(None, ge=1, le=4, description=(
+    flip_views: Annotated[WholeNumber, one_of(VIEW_COUNTS)] | None = Field(None, description=(
         "Mirror views of each tile to average: 1, 2 or 4 (default: the model's). Each view is one more "
         "pass of the network; fewer views answer faster, more find trees better."))
 

@@ -1,8 +1,10 @@
-"""/docs and /redoc from assets shipped in a Python package, so they render with no internet."""
+"""/docs and /redoc from assets shipped in a Python package, so they render with no internet, and the
+/openapi.json they read, with the bounds the settings fix written in."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import fastapi_offline
 from fastapi import APIRouter, FastAPI
@@ -10,6 +12,8 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
 from app.api.files import JsonRangeStaticFiles
+from app.api.query import publish_settings
+from app.config import Settings
 
 ASSETS = Path(fastapi_offline.__file__).parent / "static"
 PREFIX = "/docs-assets"
@@ -34,6 +38,20 @@ def read_redoc() -> HTMLResponse:
     )
 
 
-def install_docs(app: FastAPI) -> None:
+def install_docs(app: FastAPI, settings: Settings) -> None:
     app.mount(PREFIX, JsonRangeStaticFiles(directory=ASSETS), name="docs-assets")
     app.include_router(router)
+    install_openapi(app, settings)
+
+
+def install_openapi(app: FastAPI, settings: Settings) -> None:
+    """The app's OpenAPI document, built on first use as FastAPI builds it, with the values of the
+    bounds that come from `settings` (`k` at most MAX_K) written in."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = publish_settings(generate(), settings)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

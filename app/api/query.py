@@ -6,19 +6,35 @@ declared parameters cost 26–37 µs of event-loop CPU per request, and validati
 one pydantic model 0–4 µs. The model endpoints answer thousands of requests a second on one event
 loop, so they read their query with `read_query` and publish it in the OpenAPI page with `documented`. A bad value
 still answers 422 naming the parameter (`query.k: ...`), through the same handler as FastAPI's.
+The page gives each bound under its JSON Schema name (`minimum`), with the value of the setting
+that fixes it (`k` at most MAX_K) written in when the app is created (`publish_settings`).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import re
 import typing
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    ValidationError,
+    ValidationInfo,
+)
+from pydantic_core import PydanticCustomError, core_schema
+
+from app.serving.metrics import SERVED_MODEL
 
 Query = TypeVar("Query", bound=BaseModel)
 
@@ -82,13 +98,46 @@ def read_query(request: Request, shape: type[Query]) -> Query:
         if name in values:
             values[name] = params.getlist(name)
     try:
-        return shape.model_validate(values, context={"settings": settings})
+        query = shape.model_validate(values, context={"settings": settings})
     except ValidationError as error:
         problems = [{**problem, "loc": ("query", *problem["loc"])} for problem in error.errors(include_url=False)]
         raise RequestValidationError(problems) from None
+    if isinstance(query, ModelQuery):
+        record_served_model(request, query.model)
+    return query
 
 
-def at_most_setting(setting: str) -> AfterValidator:
+def record_served_model(request: Request, model: str) -> None:
+    """The model this request is served by, for the metrics (app/middleware.py): the one its query
+    names, the last if repeated, else the route's default."""
+    request.scope.setdefault("state", {})[SERVED_MODEL] = model
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: a type hint holding it is hashed
+class Published:
+    """A check on a query value once parsed, and what the OpenAPI page says of it (`schema`)."""
+
+    check: Callable[[Any, ValidationInfo], Any]
+    schema: dict[str, Any]
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.with_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict:
+        return {**handler(schema), **self.schema}
+
+
+# A schema's bounds that only the settings know, {"maximum": "MAX_K"}: `publish_settings` writes
+# their values in when the app is created (the query models are built before any settings exist).
+SETTING_BOUNDS = "x-setting-bounds"
+
+
+def setting_bound(keyword: str, setting: str) -> dict[str, Any]:
+    """A JSON Schema bound (`maximum`, `maxItems`) whose value is the setting `setting`."""
+    return {SETTING_BOUNDS: {keyword: setting}}
+
+
+def at_most_setting(setting: str) -> Published:
     """A query field's upper bound fixed by a setting (`k` at most `MAX_K`): checked with the other
     parameters, so every bad one is named in the same 422 (`read_query` passes the settings)."""
 
@@ -100,7 +149,55 @@ def at_most_setting(setting: str) -> AfterValidator:
                                       "setting)", {"limit": limit, "setting": setting})
         return value
 
-    return AfterValidator(check)
+    return Published(check, setting_bound("maximum", setting))
+
+
+def one_of(allowed: Collection[int]) -> Published:
+    """A whole number that must be one of `allowed` (`flip_views`: 1, 2 or 4), published as an enum."""
+    wording = ", ".join(map(str, allowed))
+
+    def check(value: Any, info: ValidationInfo) -> Any:
+        if value is not None and value not in allowed:
+            raise PydanticCustomError("enum", "Input should be one of {allowed}", {"allowed": wording})
+        return value
+
+    return Published(check, {"enum": list(allowed)})
+
+
+# JSON Schema's names for pydantic's bounds. pydantic publishes the bound of a type that has a
+# validator of its own (WholeNumber, DecimalNumber) under its Python keyword, `ge`, which JSON
+# Schema tools (schemathesis, client generators) ignore.
+JSON_SCHEMA_BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+
+
+def standard_bounds(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query field's JSON schema with its bounds, and its members' and items', as JSON Schema names them."""
+    named = {JSON_SCHEMA_BOUNDS.get(key, key): value for key, value in schema.items()}
+    if "anyOf" in named:
+        named["anyOf"] = [standard_bounds(member) for member in named["anyOf"]]
+    if isinstance(named.get("items"), dict):
+        named["items"] = standard_bounds(named["items"])
+    return named
+
+
+def _write_settings(node: Any, settings: Any) -> None:
+    """Every SETTING_BOUNDS under `node` replaced by the bounds it names, with their values."""
+    if isinstance(node, list):
+        for value in node:
+            _write_settings(value, settings)
+    elif isinstance(node, dict):
+        for keyword, setting in node.pop(SETTING_BOUNDS, {}).items():
+            node[keyword] = getattr(settings, setting)
+        for value in node.values():
+            _write_settings(value, settings)
+
+
+def publish_settings(openapi: dict[str, Any], settings: Any) -> dict[str, Any]:
+    """A copy of an app's OpenAPI document with the values of its settings' bounds written in (`k`'s
+    maximum is MAX_K). A copy: routes share their `documented` parameters with every other app."""
+    published = copy.deepcopy(openapi)
+    _write_settings(published, settings)
+    return published
 
 
 def documented(shape: type[BaseModel], **extra: Any) -> dict[str, Any]:
@@ -111,7 +208,7 @@ def documented(shape: type[BaseModel], **extra: Any) -> dict[str, Any]:
     required = set(schema.get("required", ()))
     parameters = []
     for name, field in schema["properties"].items():
-        field = dict(field)
+        field = standard_bounds(field)
         description = field.pop("description", None)
         parameter = {"name": name, "in": "query", "required": name in required, "schema": field}
         if description:

@@ -6,15 +6,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import SessionDep, SettingsDep
 from app.api.files import JsonRangeFileResponse
-from app.api.query import WholeNumber
-from app.config import Settings
+from app.api.query import QueryModel, WholeNumber, documented, read_query
 from app.api.schemas import error_responses
+from app.config import Settings
 from app.errors import NotFound
 from app.runs import registry
 from app.runs.models import Run
@@ -91,21 +91,22 @@ def find_run(session, run_id: str) -> Run:
 
 
 RunId = Annotated[str, PathParam(max_length=64, pattern=r"^[0-9a-f]+$")]
-# Names as the store spells them; also keeps bytes PostgreSQL refuses in text (NUL) out of queries.
-ModelName = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
 
-@router.get("", response_model=RunsPublic)
-def read_runs(
-    session: SessionDep,
-    settings: SettingsDep,
-    model: ModelName = None,
-    status: Annotated[str | None, Query(pattern="^(running|succeeded|failed)$")] = None,
-    limit: Annotated[WholeNumber, Query(ge=1, le=100)] = 20,
-    offset: Annotated[WholeNumber, Query(ge=0, le=1_000_000)] = 0,
-) -> RunsPublic:
+class RunsQuery(QueryModel):
+    # Names as the store spells them; also keeps bytes PostgreSQL refuses in text (NUL) out of queries.
+    model: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                              description="Only this model's runs.")
+    status: str | None = Field(None, pattern="^(running|succeeded|failed)$", description="Only runs in this state.")
+    limit: WholeNumber = Field(20, ge=1, le=100, description="Runs per page.")
+    offset: WholeNumber = Field(0, ge=0, le=1_000_000, description="Runs to skip, newest first.")
+
+
+@router.get("", response_model=RunsPublic, openapi_extra=documented(RunsQuery))
+def read_runs(request: Request, session: SessionDep, settings: SettingsDep) -> RunsPublic:
     """Training runs, newest first; filter by model or status, page with limit/offset."""
-    runs, total = registry.list_runs(session, model, status, limit, offset)
+    query = read_query(request, RunsQuery)
+    runs, total = registry.list_runs(session, query.model, query.status, query.limit, query.offset)
     return RunsPublic(data=[to_public(run, settings) for run in runs], count=total)
 
 

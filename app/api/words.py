@@ -17,7 +17,15 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, StringConstraints
 
 from app.api.deps import serving
-from app.api.query import ModelQuery, WholeNumber, at_most_setting, documented, model_field, read_query
+from app.api.query import (
+    ModelQuery,
+    WholeNumber,
+    at_most_setting,
+    documented,
+    model_field,
+    read_query,
+    setting_bound,
+)
 from app.api.schemas import ERROR_RESPONSES, json_response
 from app.api.spellings import SpellingIndex
 from app.errors import BadInput, NotFound
@@ -186,8 +194,11 @@ AnalogyWord = Annotated[str, StringConstraints(min_length=1, max_length=MAX_WORD
 
 
 class AnalogyQuery(WordsQuery):
-    positive: list[AnalogyWord] = Field(min_length=1, description="Words to add (repeat the parameter).")
-    negative: list[AnalogyWord] = Field([], description="Words to subtract (repeat the parameter).")
+    positive: list[AnalogyWord] = Field(min_length=1, json_schema_extra=setting_bound("maxItems", "MAX_ANALOGY_TERMS"),
+                                        description="Words to add (repeat the parameter); at most MAX_ANALOGY_TERMS "
+                                                    "positive and negative words in all.")
+    negative: list[AnalogyWord] = Field([], json_schema_extra=setting_bound("maxItems", "MAX_ANALOGY_TERMS"),
+                                        description="Words to subtract (repeat the parameter).")
     k: Annotated[WholeNumber, at_most_setting("MAX_K")] = Field(5, ge=1, description="How many words to return (at most MAX_K).")
 
 

@@ -16,4 +16,7 @@ BATCH_SIZE = Histogram(
 QUEUE_SECONDS = Histogram(
     "labnets_queue_seconds", "Time a request waited for its batch", ["model"], buckets=LATENCY_BUCKETS
 )
+# The request state's key for the model that served a request (`read_query` records the one the
+# query names, or the route's default): the request metrics label it so, read once the app answered.
+SERVED_MODEL = "served_model"
 MODEL_LOAD_SECONDS = Gauge("labnets_model_load_seconds", "Time to load and warm a version", ["model", "version"])
