@@ -145,8 +145,8 @@ def multipart_cut_short(content_type: bytes, tail: bytes) -> BadRequest | None:
                       "it was cut short (or is empty)")
 
 
-def compressed(headers: dict[bytes, bytes]) -> str | None:
-    """The Content-Encoding of a request body, unless there is none (or no body): nothing here
+def body_encoding(headers: dict[bytes, bytes]) -> str | None:
+    """The Content-Encoding of a request body, or None for none, identity or no body: nothing here
     decompresses, so a gzip body was read as text and refused as "not valid JSON: 'utf-8' codec..."."""
     encoding = headers.get(b"content-encoding", b"").strip().lower()
     if encoding in (b"", b"identity") or (headers.get(b"content-length", b"0") == b"0"
@@ -175,7 +175,7 @@ class BodyLimitMiddleware:
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
             return await self._reject(send, 413, self._too_large_detail())
-        if (encoding := compressed(headers)) is not None:
+        if (encoding := body_encoding(headers)) is not None:
             return await self._reject(send, 415, f"Content-Encoding {encoding!r} is not supported: send the body "
                                                  "uncompressed")
         content_type = headers.get(b"content-type", b"")
@@ -198,7 +198,7 @@ class BodyLimitMiddleware:
                 if received > self.max_bytes:
                     error = TooLarge(self._too_large_detail())
                 elif multipart:
-                    tail = (tail + chunk)[-MULTIPART_TAIL_BYTES:] if tail else chunk[-MULTIPART_TAIL_BYTES:]
+                    tail = (tail + chunk[-MULTIPART_TAIL_BYTES:])[-MULTIPART_TAIL_BYTES:]
                     if not message.get("more_body", False):
                         error = multipart_cut_short(content_type, tail)
             if error is not None:

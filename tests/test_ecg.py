@@ -377,6 +377,9 @@ def test_the_benchmark_baseline_reads_records_exactly_like_anomaly(ecg_settings)
             model, baseline = client.post(f"/anomaly{query}", json=payload), client.post(f"/baseline/records{query}", json=payload)
             assert model.status_code == baseline.status_code == 422
             assert model.json()["detail"] == baseline.json()["detail"]
+        metrics = client.get("/metrics").text  # a baseline serves no model: its requests say so
+        assert 'labnets_requests_total{endpoint="/baseline/records",model="",status="200"}' in metrics
+        assert 'endpoint="/baseline/records",model="ecg"' not in metrics
 
 
 def test_a_compressed_body_is_415_naming_its_encoding(ecg_client):

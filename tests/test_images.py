@@ -167,6 +167,31 @@ def test_the_pixel_budget_bounds_what_is_held_at_once_and_lets_an_oversized_imag
     assert max(most) <= 100 and budget.held_pixels == 0
 
 
+def test_the_pixel_budget_serves_waiters_in_arrival_order():
+    """Woken all at once, waiters took their turns by chance: a full-budget image waited 2 s of a 3 s
+    run behind three threads holding 30 of 100 pixels in a loop. With tickets it goes next."""
+    budget, order, guard = PixelBudget(100), [], threading.Lock()
+    first_in = threading.Event()
+
+    def hold(name: str, pixels: int, seconds: float) -> None:
+        with budget.holding(pixels):
+            first_in.set()
+            with guard:
+                order.append(name)
+            time.sleep(seconds)
+
+    with ThreadPoolExecutor(4) as pool:
+        pool.submit(hold, "small-1", 30, 0.2)
+        first_in.wait(5)
+        pool.submit(hold, "whole", 100, 0.01)
+        time.sleep(0.05)  # "whole" waits for small-1; later small ones must queue behind it
+        for i in (2, 3):
+            pool.submit(hold, f"small-{i}", 30, 0.01)
+            time.sleep(0.05)  # each takes its ticket before the next arrives
+    assert order == ["small-1", "whole", "small-2", "small-3"]
+    assert budget.held_pixels == 0
+
+
 def test_large_uploads_are_decoded_within_the_services_pixel_budget(tmp_path, monkeypatch):
     """Four 40-megapixel 16-bit PNGs at once took the service from 1.5 to 3.8 GB; the batch threads
     of several models could decode ten. Here a budget of one image's pixels decodes one at a time."""

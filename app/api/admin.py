@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Path, Response, Security
 from pydantic import BaseModel, Field
 
-from app.api.auth import KeyFirstRoute, require_admin
+from app.api.auth import KeyFirstRoute, api_key_header
 from app.api.deps import SessionDep, SettingsDep, StoreDep
 from app.api.runs import RunId, RunPublic, run_not_found, to_public
 from app.api.schemas import error_responses
@@ -19,7 +19,7 @@ from app.store.watch import refresh_store
 router = APIRouter(
     prefix="/admin",
     tags=["admin"],
-    dependencies=[Depends(require_admin)],
+    dependencies=[Security(api_key_header)],
     route_class=KeyFirstRoute,
     responses=error_responses(400, 401, 403, 404, 408, 413, 415, 422, 500, 503),
 )

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Request, Response, Security
+from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 
-from app.api.deps import SettingsDep
 from app.config import Settings
 from app.errors import Forbidden, Unauthorized
 
@@ -27,13 +26,9 @@ def check_admin_key(settings: Settings, key: str | None) -> None:
         raise Unauthorized("missing or wrong X-API-Key header")
 
 
-def require_admin(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)]) -> None:
-    """The key as a dependency: it puts the key in the OpenAPI schema."""
-    check_admin_key(settings, key)
-
-
 class KeyFirstRoute(APIRoute):
-    """A route that checks the admin key before anything of the request is read.
+    """A route that checks the admin key before anything of the request is read (the router
+    declares the header with `Security(api_key_header)`, for the OpenAPI page only).
 
     FastAPI parses a JSON body before it runs the dependencies, so a caller without the key would
     learn from a 422 that its body was malformed; with this route class it gets the 401 (or 403)."""

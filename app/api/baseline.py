@@ -30,7 +30,7 @@ CONSTANT = Prediction(model="baseline", version=0, label="0", top=[ClassProbabil
 async def baseline_upload(request: Request, file: Annotated[list[UploadFile], File()]) -> Response:
     """Read the query and the uploaded images like /classify, decode them, then answer a constant."""
     _, settings = serving(request)
-    read_query(request, ClassifyQuery)
+    read_query(request, ClassifyQuery, serves=False)
     contents = await read_uploads(file, settings)
     await sized_work(sum(len(data) for _, data in contents), decode_all, contents, settings.MAX_IMAGE_PIXELS)
     return json_response(CONSTANT)
@@ -40,7 +40,7 @@ async def baseline_upload(request: Request, file: Annotated[list[UploadFile], Fi
 async def baseline_records(request: Request) -> Response:
     """Read the query and the records (JSON or CSV) like /anomaly, all validated, then answer a constant."""
     store, settings = serving(request)
-    query = read_query(request, AnomalyQuery)
+    query = read_query(request, AnomalyQuery, serves=False)
     length = store.get(query.model, query.version, task="anomaly").manifest.input_spec.shape[0]
     records = await read_records(request, settings, length)
     return JSONResponse({"model": "baseline", "count": len(records)})
@@ -49,5 +49,5 @@ async def baseline_records(request: Request) -> Response:
 @router.get("/get", response_model=dict[str, Any], openapi_extra=documented(SimilarQuery))
 async def baseline_get(request: Request) -> Response:
     """Validate the query like /similar-words and answer a constant."""
-    query = read_query(request, SimilarQuery)
+    query = read_query(request, SimilarQuery, serves=False)
     return JSONResponse({"word": query.word, "k": query.k, "neighbours": []})

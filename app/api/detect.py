@@ -88,9 +88,9 @@ def tile_images(opened: list[tuple[str, Image.Image]], fields: dict[str, Any], p
     """Decode and tile every opened upload, each holding its pixels from the service's decoding
     budget meanwhile, and all their tiles as one array (in one view: the mirrors are made piece by
     piece as the model runs, `run_tiles`)."""
-    tiled = []
+    tiled, upscale = [], float(fields.get("upscale", 1.0))
     for name, image in opened:
-        with budget.holding(image.width * image.height):
+        with budget.holding(round(image.width * upscale) * round(image.height * upscale)):  # as tiled
             rgb = to_rgb(load_image(image, name))
             tiled.append((rgb, tile_as_manifest(np.asarray(rgb), fields, preprocessing)))
     return tiled, np.concatenate([tiles.batch for _, tiles in tiled])
@@ -168,8 +168,8 @@ async def detect_objects(
         raise BadInput(f"draw=true answers one image; {len(contents)} were sent")
     opened = await sized_work(sum(len(data) for _, data in contents), open_within_tiles, contents, fields, views,
                               settings)
-    async with request.app.state.detect_slots:  # the tiles of a large image weigh up to ~0.8 GB: a few at a time
-        await check_client(request)  # its turn may come long after its client gave up
+    async with request.app.state.detect_slots:  # tiles at MAX_DETECT_TILES: 0.2 GB, held twice: a few at a time
+        await check_client(request)  # its turn may come long after its client gave up: no work then
         tiled, tiles = await anyio.to_thread.run_sync(tile_images, opened, fields, manifest.preprocessing,
                                                       pixel_budget(settings.MAX_DECODING_PIXELS))
         outputs = await anyio.to_thread.run_sync(averaged_views, await run_tiles(loaded, tiles, views, request), views)

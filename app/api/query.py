@@ -84,12 +84,13 @@ def repeated_fields(shape: type[BaseModel]) -> frozenset[str]:
     return frozenset(name for name, field in shape.model_fields.items() if typing.get_origin(field.annotation) is list)
 
 
-def read_query(request: Request, shape: type[Query]) -> Query:
+def read_query(request: Request, shape: type[Query], serves: bool = True) -> Query:
     """The request's query string as `shape`, or a 422 naming each bad parameter.
 
     A parameter given twice takes its last value, as FastAPI does, unless its field is a list.
     Called in the handler, so it runs after FastAPI has read the body: a request with both a bad
-    query and a missing upload is told about the upload first."""
+    query and a missing upload is told about the upload first. With `serves`, a model query's model
+    is recorded as the one serving the request (for the metrics); a no-model baseline passes False."""
     params = request.query_params
     app = request.scope.get("app")  # its settings hold the limits of `at_most_setting` fields
     settings = getattr(app.state, "settings", None) if app is not None else None
@@ -102,7 +103,7 @@ def read_query(request: Request, shape: type[Query]) -> Query:
     except ValidationError as error:
         problems = [{**problem, "loc": ("query", *problem["loc"])} for problem in error.errors(include_url=False)]
         raise RequestValidationError(problems) from None
-    if isinstance(query, ModelQuery):
+    if serves and isinstance(query, ModelQuery):
         record_served_model(request, query.model)
     return query
 

@@ -66,7 +66,8 @@ def plots_folder(run: Run, settings: Settings) -> Path | None:
     if not run.artifact_path:
         return settings.DATA_DIR / "runs" / run.id / PLOTS_DIR
     folder = settings.MODEL_DIR / run.artifact_path
-    return folder / PLOTS_DIR if manifest_run_id(folder) == run.id else None
+    owner = manifest_run_id(folder)  # None: the folder is gone too, and so are the plots ("missing on disk")
+    return None if owner is not None and owner != run.id else folder / PLOTS_DIR
 
 
 def to_public(run: Run, settings: Settings) -> RunPublic:

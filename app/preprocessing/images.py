@@ -59,7 +59,7 @@ def jpeg_segments(data: bytes, scan_limit: int, segment_limit: int) -> tuple[int
         segments += 1
         scans += code == JPEG_SOS
         if code not in JPEG_NO_LENGTH:
-            position += int.from_bytes(data[position:position + 2])  # the length counts its own 2 bytes
+            position += int.from_bytes(data[position:position + 2], "big")  # the length counts its own 2 bytes
     return scans, segments
 
 
@@ -157,7 +157,8 @@ def stretched_gray(image: Image.Image, background: float = 255.0) -> np.ndarray:
     """A 16-bit, 32-bit or float image → float32 in [0, 255], its range stretched to fit rather than
     clipped (Pillow's conversion clips 16-bit values to 255). With a tRNS value, only the opaque
     pixels' range is stretched and the transparent ones are the background: the key value is no
-    part of the picture. Stretched in place: a 40-megapixel image holds one float64 copy, not three."""
+    part of the picture. Stretched in place: a 40-megapixel image holds one float64 copy, not three
+    (two while its range is read when it has a tRNS value)."""
     values = np.array(image, dtype=np.float64)  # float64: a float image's range may overflow float32
     key = image.info.get("transparency")
     transparent = values == key if isinstance(key, (int, float)) else None

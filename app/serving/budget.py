@@ -10,6 +10,7 @@ decodes it (never on the event loop).
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,20 +19,28 @@ from contextlib import contextmanager
 class PixelBudget:
     """At most `limit` pixels held at once; a holder that would go over waits for others to finish.
 
-    An image over the whole budget takes all of it (it waits until nothing else is held, then runs
-    alone), so every image gets its turn. A holder never waits while holding, so nothing deadlocks."""
+    Waiters are served in arrival order (a ticket each), so a large image is not passed over
+    forever by a stream of small ones. An image over the whole budget takes all of it: it waits
+    until nothing else is held, then runs alone. A holder never waits while holding, so nothing
+    deadlocks."""
 
     def __init__(self, limit: int):
         self.limit = max(1, int(limit))
         self.held_pixels = 0
         self._changed = threading.Condition()
+        self._tickets = itertools.count()
+        self._serving = 0  # the ticket whose turn it is to take its share
 
     @contextmanager
     def holding(self, pixels: int) -> Iterator[None]:
+        """Hold `pixels` (capped at the whole budget, so any image can run) for the block's duration."""
         share = min(max(0, int(pixels)), self.limit)
         with self._changed:
-            self._changed.wait_for(lambda: self.held_pixels + share <= self.limit)
+            ticket = next(self._tickets)
+            self._changed.wait_for(lambda: self._serving == ticket and self.held_pixels + share <= self.limit)
             self.held_pixels += share
+            self._serving += 1
+            self._changed.notify_all()  # the next ticket may fit too
         try:
             yield
         finally:
