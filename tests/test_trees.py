@@ -556,7 +556,8 @@ def test_the_backbone_cut_anywhere_below_stride_8_computes_the_same_features():
     np.testing.assert_allclose(np.asarray(middle(lower(tiles))), np.asarray(whole(tiles)), atol=1e-5)
 
 
-def test_fine_tuning_from_block_3_trains_the_stride_8_blocks_and_keeps_the_ones_below(tmp_path):
+@pytest.mark.parametrize("head_stride4", [False, True])
+def test_fine_tuning_from_block_3_trains_the_stride_8_blocks_and_keeps_the_ones_below(tmp_path, head_stride4):
     import keras
 
     from training.evaluation import load_stored
@@ -566,11 +567,35 @@ def test_fine_tuning_from_block_3_trains_the_stride_8_blocks_and_keeps_the_ones_
     settings = make_settings(tmp_path)
     splits = Splits(train=[rectangles_scene(s) for s in range(2)], in_domain=[rectangles_scene(10)],
                     cross_site=[rectangles_scene(11)])
-    args = tiny_args(finetune_from_block=3, stage1_epochs=1, steps_per_epoch=4)
+    args = tiny_args(finetune_from_block=3, head_stride4=head_stride4, stage1_epochs=1, steps_per_epoch=4)
     version = train_on(splits, None, args, settings, dataset="synthetic", data_fingerprint="test")
     detector, _ = load_stored(settings, "trees", version)
     keras.utils.set_random_seed(args.seed)
     bottom, middle = build_bottom(TILE, 3), build_middle(TILE, 3)  # as training built them, before training
     trained_bottom, trained_middle = detector.get_layer("backbone_bottom"), detector.get_layer("backbone_middle")
-    assert all(np.array_equal(a, b) for a, b in zip(bottom.get_weights(), trained_bottom.get_weights()))
-    assert not all(np.array_equal(a, b) for a, b in zip(middle.get_weights(), trained_middle.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(bottom.get_weights(), trained_bottom.get_weights(), strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(middle.get_weights(), trained_middle.get_weights(), strict=True))
+    assert any(layer.name == "head_detail" for layer in detector.get_layer("head").layers) == head_stride4
+
+
+def test_a_head_reading_the_stride_4_map_still_answers_at_stride_8():
+    import keras
+
+    from training.trees.model import STRIDE, build_head
+    from training.trees.pipeline import detail_channels
+
+    keras.utils.set_random_seed(1)
+    plain = build_head(TILE)
+    keras.utils.set_random_seed(1)
+    head = build_head(TILE, detail_channels=24)
+    side = TILE // STRIDE
+    rng = np.random.default_rng(0)
+    maps = [rng.normal(size=(1, side * 2, side * 2, 24)), rng.normal(size=(1, side, side, 40)),
+            rng.normal(size=(1, side // 2, side // 2, 112))]
+    output = np.asarray(head(maps))
+    assert output.shape == (1, side, side, 5)
+    np.testing.assert_allclose(output, np.asarray(plain(maps[1:])), atol=1e-6)  # starts as the plain head
+    assert detail_channels(tiny_args(head_stride4=True, finetune_from_block=3)) == 24
+    assert detail_channels(tiny_args(finetune_from_block=3)) == 0
+    with pytest.raises(ValueError, match="finetune-from-block"):
+        detail_channels(tiny_args(head_stride4=True))

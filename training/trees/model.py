@@ -6,7 +6,8 @@ Nested models so training can cache what does not change:
   middle  the remaining stride-8 blocks (only when fine-tuning starts below block 5; frozen in
           stage 1, fine-tuned in stage 2 with the top),
   top     stride-8 → stride-16 features (blocks 5-10; frozen in stage 1, fine-tuned in stage 2),
-  head    both → the (tile/8, tile/8, 5) output: the stride-16 map is upsampled and concatenated.
+  head    both → the (tile/8, tile/8, 5) output: the stride-16 map is upsampled and concatenated
+          (optionally plus the bottom's stride-4 map, brought down to stride 8).
 The served detector chains them; everything is a built-in Keras layer.
 """
 
@@ -60,28 +61,40 @@ def build_top(tile: int) -> keras.Model:
     return build_blocks(tile, TOP_BLOCKS, "backbone_top")
 
 
-def build_head(tile: int, width: int = 64) -> keras.Model:
+def build_head(tile: int, width: int = 64, detail_channels: int = 0) -> keras.Model:
+    """With `detail_channels`, the head also reads a stride-4 map of that many channels (finer edges
+    for the boxes), brought to stride 8 by a strided conv so the output keeps STRIDE. That conv starts
+    at zero and adds to the first conv's output, so the head starts as the plain one, same weights:
+    concatenated and randomly initialised, the large block-2 map (std ≈ 9) pushed the initial heat
+    above 0.5 and the head collapsed to firing nowhere."""
     side = tile // STRIDE
     fine = keras.Input((side, side, blocks()[FINE_END - 1].channels_out), name="fine")
     coarse = keras.Input((side // 2, side // 2, blocks()[TOP_BLOCKS.stop - 1].channels_out), name="coarse")
     up = layers.UpSampling2D(2, interpolation="bilinear", name="head_upsample")(coarse)
     x = layers.Concatenate(name="head_concat")([fine, up])
     x = layers.Conv2D(width, 3, padding="same", activation="relu", name="head_conv1")(x)
+    inputs = [fine, coarse]
+    if detail_channels:
+        detail = keras.Input((side * 2, side * 2, detail_channels), name="detail")
+        inputs.insert(0, detail)
+        added = layers.Conv2D(width, 3, strides=2, padding="same", kernel_initializer="zeros", name="head_detail")
+        x = layers.Add(name="head_add_detail")([x, added(detail)])
     x = layers.Conv2D(width, 3, padding="same", activation="relu", name="head_conv2")(x)
     bias = float(-np.log((1 - HEAT_PRIOR) / HEAT_PRIOR))
     heat = layers.Conv2D(1, 1, activation="sigmoid", bias_initializer=keras.initializers.Constant(bias),
                          name="head_heat")(x)
     geometry = layers.Conv2D(OUTPUT_CHANNELS - 1, 1, name="head_geometry")(x)
     output = layers.Concatenate(name="head_output")([heat, geometry])
-    return keras.Model([fine, coarse], output, name="head")
+    return keras.Model(inputs, output, name="head")
 
 
 def chain(backbone: list[keras.Model], head: keras.Model, inputs):
-    """The backbone parts one after the other; the head reads the last two maps (strides 8 and 16)."""
+    """The backbone parts one after the other; the head reads the last two maps (strides 8 and 16),
+    or three when it also reads the stride-4 map."""
     maps = [inputs]
     for part in backbone:
         maps.append(part(maps[-1]))
-    return head(maps[-2:])
+    return head(maps[-len(head.inputs):])
 
 
 def build_detector(backbone: list[keras.Model], head: keras.Model, tile: int) -> keras.Model:

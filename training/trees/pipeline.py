@@ -25,6 +25,7 @@ from app.detection.tiled import TILES_PER_CALL, detections_from_outputs, normali
 from app.detection.views import averaged_views, view_count, with_mirrors
 from app.preprocessing.colours import colour_reference
 from app.serving.runtime import run_in_pieces
+from training.efficientnet_lite import blocks
 from training.evaluation import load_stored, store_evaluation
 from training.imagenet import load_weights_file
 from training.recording import TrainingRun
@@ -42,6 +43,7 @@ from training.trees.model import (
     build_top,
     centernet_loss,
     chain,
+    input_stride,
     load_backbone,
 )
 
@@ -80,6 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune-from-block", type=int, choices=range(1, FINE_END + 1), default=FINE_END,
                         help="First backbone block fine-tuned in stage 2 (5: the stride-16 blocks 5-10; 3: also the "
                              "stride-8 blocks 3-4, caching block 2's stride-4 map instead). The ones below stay frozen.")
+    parser.add_argument("--head-stride4", action="store_true",
+                        help="The head also reads the stride-4 map below the fine-tuned blocks (a 3x3 stride-2 conv, "
+                             "zero at first, added to the head's first conv; the output stays at stride 8). "
+                             "Needs --finetune-from-block 2 or 3.")
     parser.add_argument("--score-threshold", type=float, default=0.3, help="Shipped default for /detect.")
     parser.add_argument("--flip-views", type=int, choices=(1, 2, 4), default=4,
                         help="Mirror images of each tile run and averaged at test time, in evaluation and /detect.")
@@ -157,6 +163,15 @@ def freeze_batch_norm(model: keras.Model) -> None:
             layer.trainable = False
 
 
+def detail_channels(args: argparse.Namespace) -> int:
+    """Channels of the stride-4 map the head reads (0: none); it is the frozen bottom's output."""
+    if not args.head_stride4:
+        return 0
+    if input_stride(args.finetune_from_block) != 4:
+        raise ValueError("--head-stride4 reads the frozen stride-4 map: it needs --finetune-from-block 2 or 3")
+    return blocks()[args.finetune_from_block - 1].channels_out
+
+
 def train_variant(run: TrainingRun, prefix: str, tiles: np.ndarray, targets: np.ndarray,
                   state: dict[str, np.ndarray] | None, args: argparse.Namespace, fine_tune: bool,
                   cache: dict[str, list[np.ndarray]], counter: EpochCounter) -> keras.Model:
@@ -171,12 +186,12 @@ def train_variant(run: TrainingRun, prefix: str, tiles: np.ndarray, targets: np.
     bottom = build_bottom(args.tile, args.finetune_from_block)
     middle = build_middle(args.tile, args.finetune_from_block)
     tuned = [part for part in (middle, build_top(args.tile)) if part is not None]
-    head = build_head(args.tile)
+    head = build_head(args.tile, detail_channels=detail_channels(args))
     load_backbone([bottom, *tuned], state)
     init = "imagenet-" if state is not None else "random-"
     if init not in cache:
         cache[init] = cached_features([bottom, *tuned], tiles)
-    first, fine, coarse = cache[init][0], cache[init][-2], cache[init][-1]
+    first, head_maps = cache[init][0], tuple(cache[init][-len(head.inputs):])
     for part in (bottom, *tuned):
         part.trainable = False
     stage1 = "stage1" if state is not None else "random-stage1"
@@ -184,7 +199,7 @@ def train_variant(run: TrainingRun, prefix: str, tiles: np.ndarray, targets: np.
         head.load_weights(stage_weights(run, stage1))
     else:
         counter.stages.add(stage1)
-        train_stage(run, stage1, head, batches((fine, coarse), targets, args.batch_size, args.seed),
+        train_stage(run, stage1, head, batches(head_maps, targets, args.batch_size, args.seed),
                     args.stage1_epochs, args.learning_rate, args, counter)
     if fine_tune:
         for part in tuned:
@@ -194,7 +209,7 @@ def train_variant(run: TrainingRun, prefix: str, tiles: np.ndarray, targets: np.
         stage2 = keras.Model(features, chain(tuned, head, features))
         data = batches((first,), targets, args.batch_size, args.seed + 1)
     else:
-        stage2, data = head, batches((fine, coarse), targets, args.batch_size, args.seed + 1)
+        stage2, data = head, batches(head_maps, targets, args.batch_size, args.seed + 1)
     train_stage(run, f"{prefix}stage2", stage2, data, args.stage2_epochs,
                 args.finetune_learning_rate if fine_tune else args.learning_rate, args, counter)
     for part in (bottom, *tuned, head):
