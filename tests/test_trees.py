@@ -637,3 +637,60 @@ def test_training_tiles_at_several_scales_hold_every_scales_boxes():
     assert len(two[0]) == len(one[0]) + len(larger[0])
     sides = np.concatenate([b[:, 2] - b[:, 0] for b in larger[1] if len(b)])
     assert sides.max() > np.concatenate([b[:, 2] - b[:, 0] for b in one[1] if len(b)]).max()
+
+
+def test_the_backbone_cut_anywhere_below_stride_8_computes_the_same_features():
+    from training.trees.model import build_bottom, build_middle
+
+    whole, lower, middle = build_bottom(TILE), build_bottom(TILE, 3), build_middle(TILE, 3)
+    for part in (lower, middle):
+        for layer in part.layers[1:]:  # after the input
+            layer.set_weights(whole.get_layer(layer.name).get_weights())
+    tiles = np.random.default_rng(0).normal(size=(2, TILE, TILE, 3)).astype(np.float32)
+    assert middle.input.shape[1:] == (TILE // 4, TILE // 4, 24) and build_middle(TILE, 5) is None
+    np.testing.assert_allclose(np.asarray(middle(lower(tiles))), np.asarray(whole(tiles)), atol=1e-5)
+
+
+@pytest.mark.parametrize("head_stride4", [False, True])
+def test_fine_tuning_from_block_3_trains_the_stride_8_blocks_and_keeps_the_ones_below(tmp_path, head_stride4):
+    import keras
+
+    from training.evaluation import load_stored
+    from training.trees.model import build_bottom, build_middle
+    from training.trees.pipeline import train_on
+
+    settings = make_settings(tmp_path)
+    splits = Splits(train=[rectangles_scene(s) for s in range(2)], in_domain=[rectangles_scene(10)],
+                    cross_site=[rectangles_scene(11)])
+    args = tiny_args(finetune_from_block=3, head_stride4=head_stride4, stage1_epochs=1, steps_per_epoch=4)
+    version = train_on(splits, None, args, settings, dataset="synthetic", data_fingerprint="test")
+    detector, _ = load_stored(settings, "trees", version)
+    keras.utils.set_random_seed(args.seed)
+    bottom, middle = build_bottom(TILE, 3), build_middle(TILE, 3)  # as training built them, before training
+    trained_bottom, trained_middle = detector.get_layer("backbone_bottom"), detector.get_layer("backbone_middle")
+    assert all(np.array_equal(a, b) for a, b in zip(bottom.get_weights(), trained_bottom.get_weights(), strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(middle.get_weights(), trained_middle.get_weights(), strict=True))
+    assert any(layer.name == "head_detail" for layer in detector.get_layer("head").layers) == head_stride4
+
+
+def test_a_head_reading_the_stride_4_map_still_answers_at_stride_8():
+    import keras
+
+    from training.trees.model import STRIDE, build_head
+    from training.trees.pipeline import detail_channels
+
+    keras.utils.set_random_seed(1)
+    plain = build_head(TILE)
+    keras.utils.set_random_seed(1)
+    head = build_head(TILE, detail_channels=24)
+    side = TILE // STRIDE
+    rng = np.random.default_rng(0)
+    maps = [rng.normal(size=(1, side * 2, side * 2, 24)), rng.normal(size=(1, side, side, 40)),
+            rng.normal(size=(1, side // 2, side // 2, 112))]
+    output = np.asarray(head(maps))
+    assert output.shape == (1, side, side, 5)
+    np.testing.assert_allclose(output, np.asarray(plain(maps[1:])), atol=1e-6)  # starts as the plain head
+    assert detail_channels(tiny_args(head_stride4=True, finetune_from_block=3)) == 24
+    assert detail_channels(tiny_args(finetune_from_block=3)) == 0
+    with pytest.raises(ValueError, match="finetune-from-block"):
+        detail_channels(tiny_args(head_stride4=True))

@@ -1,10 +1,14 @@
 """The tree-crown detector: EfficientNet-Lite0 features at strides 8 and 16, and a CenterNet-style head.
 
-Three nested models so training can cache what does not change:
-  bottom  image → stride-8 features (stem and blocks 0-4; always frozen),
+Nested models so training can cache what does not change:
+  bottom  image → stem and blocks up to the first fine-tuned one (by default blocks 0-4, stride 8;
+          always frozen),
+  middle  the remaining stride-8 blocks (only when fine-tuning starts below block 5; frozen in
+          stage 1, fine-tuned in stage 2 with the top),
   top     stride-8 → stride-16 features (blocks 5-10; frozen in stage 1, fine-tuned in stage 2),
-  head    both → the (tile/8, tile/8, 5) output: the stride-16 map is upsampled and concatenated.
-The served detector chains the three; everything is a built-in Keras layer.
+  head    both → the (tile/8, tile/8, 5) output: the stride-16 map is upsampled and concatenated
+          (optionally plus the bottom's stride-4 map, brought down to stride 8).
+The served detector chains them; everything is a built-in Keras layer.
 """
 
 from __future__ import annotations
@@ -19,63 +23,98 @@ from app.detection.centernet import OUTPUT_CHANNELS
 from training.efficientnet_lite import STEM_CHANNELS, blocks, conv_bn_relu6, inverted_residual_block, load_torch_weights
 
 STRIDE = 8
-BOTTOM_BLOCKS = range(0, 5)  # ends at stride 8, 40 channels
+FINE_END = 5  # blocks 0-4 end at stride 8, 40 channels
 TOP_BLOCKS = range(5, 11)  # ends at stride 16, 112 channels
 HEAT_PRIOR = 0.05  # initial heat everywhere: most cells hold no tree centre
 
 
-def build_bottom(tile: int) -> keras.Model:
+def input_stride(first: int) -> int:
+    """The stride of the map block `first` reads: the stem's 2 times the strides of the blocks before it."""
+    return 2 * int(np.prod([block.stride for block in blocks()[:first]]))
+
+
+def build_bottom(tile: int, stop: int = FINE_END) -> keras.Model:
+    """Stem and blocks 0 to `stop` - 1: the part that stays frozen, so its output can be cached."""
     image = keras.Input((tile, tile, 3), name="tile")
     x = conv_bn_relu6(image, STEM_CHANNELS, 3, 2, "stem")
-    for block in blocks()[BOTTOM_BLOCKS.start:BOTTOM_BLOCKS.stop]:
+    for block in blocks()[:stop]:
         x = inverted_residual_block(x, block)
     return keras.Model(image, x, name="backbone_bottom")
 
 
-def build_top(tile: int) -> keras.Model:
-    first = blocks()[TOP_BLOCKS.start]
-    features = keras.Input((tile // STRIDE, tile // STRIDE, first.channels_in), name="stride8")
+def build_blocks(tile: int, span: range, name: str) -> keras.Model:
+    """Blocks `span` alone, reading the map the block before them wrote."""
+    stride, first = input_stride(span.start), blocks()[span.start]
+    features = keras.Input((tile // stride, tile // stride, first.channels_in), name=f"stride{stride}")
     x = features
-    for block in blocks()[TOP_BLOCKS.start:TOP_BLOCKS.stop]:
+    for block in blocks()[span.start:span.stop]:
         x = inverted_residual_block(x, block)
-    return keras.Model(features, x, name="backbone_top")
+    return keras.Model(features, x, name=name)
 
 
-def build_head(tile: int, width: int = 64) -> keras.Model:
+def build_middle(tile: int, start: int) -> keras.Model | None:
+    """The stride-8 blocks fine-tuned with the top when fine-tuning starts at block `start` < 5."""
+    return build_blocks(tile, range(start, FINE_END), "backbone_middle") if start < FINE_END else None
+
+
+def build_top(tile: int) -> keras.Model:
+    return build_blocks(tile, TOP_BLOCKS, "backbone_top")
+
+
+def build_head(tile: int, width: int = 64, detail_channels: int = 0) -> keras.Model:
+    """With `detail_channels`, the head also reads a stride-4 map of that many channels (finer edges
+    for the boxes), brought to stride 8 by a strided conv so the output keeps STRIDE. That conv starts
+    at zero and adds to the first conv's output, so the head starts as the plain one, same weights:
+    concatenated and randomly initialised, the large block-2 map (std ≈ 9) pushed the initial heat
+    above 0.5 and the head collapsed to firing nowhere."""
     side = tile // STRIDE
-    fine = keras.Input((side, side, blocks()[BOTTOM_BLOCKS.stop - 1].channels_out), name="fine")
+    fine = keras.Input((side, side, blocks()[FINE_END - 1].channels_out), name="fine")
     coarse = keras.Input((side // 2, side // 2, blocks()[TOP_BLOCKS.stop - 1].channels_out), name="coarse")
     up = layers.UpSampling2D(2, interpolation="bilinear", name="head_upsample")(coarse)
     x = layers.Concatenate(name="head_concat")([fine, up])
     x = layers.Conv2D(width, 3, padding="same", activation="relu", name="head_conv1")(x)
+    inputs = [fine, coarse]
+    if detail_channels:
+        detail = keras.Input((side * 2, side * 2, detail_channels), name="detail")
+        inputs.insert(0, detail)
+        added = layers.Conv2D(width, 3, strides=2, padding="same", kernel_initializer="zeros", name="head_detail")
+        x = layers.Add(name="head_add_detail")([x, added(detail)])
     x = layers.Conv2D(width, 3, padding="same", activation="relu", name="head_conv2")(x)
     bias = float(-np.log((1 - HEAT_PRIOR) / HEAT_PRIOR))
     heat = layers.Conv2D(1, 1, activation="sigmoid", bias_initializer=keras.initializers.Constant(bias),
                          name="head_heat")(x)
     geometry = layers.Conv2D(OUTPUT_CHANNELS - 1, 1, name="head_geometry")(x)
     output = layers.Concatenate(name="head_output")([heat, geometry])
-    return keras.Model([fine, coarse], output, name="head")
+    return keras.Model(inputs, output, name="head")
 
 
-def build_detector(bottom: keras.Model, top: keras.Model, head: keras.Model, tile: int) -> keras.Model:
+def chain(backbone: list[keras.Model], head: keras.Model, inputs):
+    """The backbone parts one after the other; the head reads the last two maps (strides 8 and 16),
+    or three when it also reads the stride-4 map."""
+    maps = [inputs]
+    for part in backbone:
+        maps.append(part(maps[-1]))
+    return head(maps[-len(head.inputs):])
+
+
+def build_detector(backbone: list[keras.Model], head: keras.Model, tile: int) -> keras.Model:
     """The served detector, from fresh copies of the trained parts: a compiled part would save its
-    training loss (not a built-in) and the service could not load the file."""
+    training loss (not a built-in) and the service could not load the file (so would a clone_model
+    copy, which keeps the compile settings)."""
     copies = []
-    for part, build in ((bottom, build_bottom), (top, build_top), (head, build_head)):
-        copy = build(tile)
+    for part in [*backbone, head]:
+        copy = keras.Model.from_config(part.get_config())
         copy.set_weights(part.get_weights())
         copies.append(copy)
-    bottom, top, head = copies
     image = keras.Input((tile, tile, 3), name="image")
-    fine = bottom(image)
-    return keras.Model(image, head([fine, top(fine)]), name="trees")
+    return keras.Model(image, chain(copies[:-1], copies[-1], image), name="trees")
 
 
-def load_backbone(bottom: keras.Model, top: keras.Model, state: Mapping[str, np.ndarray] | None) -> None:
+def load_backbone(backbone: list[keras.Model], state: Mapping[str, np.ndarray] | None) -> None:
     """Copy the ImageNet weights in (state=None leaves the random initialisation)."""
     if state is not None:
-        load_torch_weights(bottom, state)
-        load_torch_weights(top, state)
+        for part in backbone:
+            load_torch_weights(part, state)
 
 
 def box_corners(geometry):

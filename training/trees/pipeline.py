@@ -1,7 +1,8 @@
 """trees: train (stage 1 frozen backbone, stage 2 fine-tuned top blocks), compare, evaluate, publish.
 
-The frozen parts' outputs are computed once per tile and cached (stride-8 features for stage 2,
-both feature maps for stage 1), so on a small CPU a stage costs only what it trains.
+The frozen parts' outputs are computed once per tile and cached (the first fine-tuned block's input
+for stage 2, the stride-8 and stride-16 maps for stage 1), so on a small CPU a stage costs only
+what it trains.
 The comparison trains the same head with the same budget on (a) the frozen ImageNet backbone,
 (b) the fine-tuned ImageNet backbone (shipped), (c) a randomly initialised backbone (same two
 stages as b).
@@ -24,6 +25,7 @@ from app.detection.tiled import TILES_PER_CALL, detections_from_outputs, normali
 from app.detection.views import averaged_views, view_count, with_mirrors
 from app.preprocessing.colours import colour_reference
 from app.serving.runtime import run_in_pieces
+from training.efficientnet_lite import blocks
 from training.evaluation import load_stored, store_evaluation
 from training.imagenet import load_weights_file
 from training.recording import TrainingRun
@@ -32,12 +34,16 @@ from training.torch_checkpoint import read_state_dict
 from training.trees.ap import bootstrap_ap, evaluate_images, pooled_ap, precision_recall
 from training.trees.data import LABEL, Scene, enlarge_scene, load_scenes, make_splits, matched_scene, training_tiles
 from training.trees.model import (
+    FINE_END,
     STRIDE,
     build_bottom,
     build_detector,
     build_head,
+    build_middle,
     build_top,
     centernet_loss,
+    chain,
+    input_stride,
     load_backbone,
 )
 
@@ -73,6 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Weight of a 1 - GIoU term on the boxes the centre cells predict (0: L1 only).")
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="Stage 1 (head).")
     parser.add_argument("--finetune-learning-rate", type=float, default=3e-4, help="Stage 2 (top blocks + head).")
+    parser.add_argument("--finetune-from-block", type=int, choices=range(1, FINE_END + 1), default=FINE_END,
+                        help="First backbone block fine-tuned in stage 2 (5: the stride-16 blocks 5-10; 3: also the "
+                             "stride-8 blocks 3-4, caching block 2's stride-4 map instead). The ones below stay frozen.")
+    parser.add_argument("--head-stride4", action="store_true",
+                        help="The head also reads the stride-4 map below the fine-tuned blocks (a 3x3 stride-2 conv, "
+                             "zero at first, added to the head's first conv; the output stays at stride 8). "
+                             "Needs --finetune-from-block 2 or 3.")
     parser.add_argument("--score-threshold", type=float, default=0.3, help="Shipped default for /detect.")
     parser.add_argument("--flip-views", type=int, choices=(1, 2, 4), default=4,
                         help="Mirror images of each tile run and averaged at test time, in evaluation and /detect.")
@@ -90,6 +103,14 @@ def run_batched(model: keras.Model, inputs: np.ndarray, batch: int = 32) -> np.n
     out = [np.asarray(model(prepare(inputs[i:i + batch]), training=False)).astype(np.float16)
            for i in range(0, len(inputs), batch)]
     return np.concatenate(out)
+
+
+def cached_features(frozen: list[keras.Model], tiles: np.ndarray) -> list[np.ndarray]:
+    """Each part's output for every tile, the next part reading the one before's cache."""
+    maps = [run_batched(frozen[0], tiles)]
+    for part in frozen[1:]:
+        maps.append(run_batched(part, maps[-1]))
+    return maps
 
 
 def encode_all(boxes: list[np.ndarray], tile: int) -> np.ndarray:
@@ -142,42 +163,58 @@ def freeze_batch_norm(model: keras.Model) -> None:
             layer.trainable = False
 
 
+def detail_channels(args: argparse.Namespace) -> int:
+    """Channels of the stride-4 map the head reads (0: none); it is the frozen bottom's output."""
+    if not args.head_stride4:
+        return 0
+    if input_stride(args.finetune_from_block) != 4:
+        raise ValueError("--head-stride4 reads the frozen stride-4 map: it needs --finetune-from-block 2 or 3")
+    return blocks()[args.finetune_from_block - 1].channels_out
+
+
 def train_variant(run: TrainingRun, prefix: str, tiles: np.ndarray, targets: np.ndarray,
                   state: dict[str, np.ndarray] | None, args: argparse.Namespace, fine_tune: bool,
-                  cache: dict[str, tuple[np.ndarray, np.ndarray]], counter: EpochCounter) -> keras.Model:
+                  cache: dict[str, list[np.ndarray]], counter: EpochCounter) -> keras.Model:
     """One backbone initialisation through stage 1 (head on frozen features) and stage 2
-    (top blocks + head, or the head alone for the frozen variant): returns the whole detector.
+    (the blocks from --finetune-from-block on + head, or the head alone for the frozen variant):
+    returns the whole detector.
 
     Stage 1 depends only on the initialisation (same seed), so the frozen and the fine-tuned
     variants share it, and its cached features, through `cache` and the stage's saved weights."""
     keras.utils.set_random_seed(args.seed)
-    bottom, top, head = build_bottom(args.tile), build_top(args.tile), build_head(args.tile)
-    load_backbone(bottom, top, state)
+    # built in block order, so the head starts from the same random draws wherever fine-tuning starts
+    bottom = build_bottom(args.tile, args.finetune_from_block)
+    middle = build_middle(args.tile, args.finetune_from_block)
+    tuned = [part for part in (middle, build_top(args.tile)) if part is not None]
+    head = build_head(args.tile, detail_channels=detail_channels(args))
+    load_backbone([bottom, *tuned], state)
     init = "imagenet-" if state is not None else "random-"
     if init not in cache:
-        fine = run_batched(bottom, tiles)
-        cache[init] = (fine, run_batched(top, fine))
-    fine, coarse = cache[init]
-    bottom.trainable = top.trainable = False
+        cache[init] = cached_features([bottom, *tuned], tiles)
+    first, head_maps = cache[init][0], tuple(cache[init][-len(head.inputs):])
+    for part in (bottom, *tuned):
+        part.trainable = False
     stage1 = "stage1" if state is not None else "random-stage1"
     if stage1 in counter.stages:  # shared with the variant trained before: already counted
         head.load_weights(stage_weights(run, stage1))
     else:
         counter.stages.add(stage1)
-        train_stage(run, stage1, head, batches((fine, coarse), targets, args.batch_size, args.seed),
+        train_stage(run, stage1, head, batches(head_maps, targets, args.batch_size, args.seed),
                     args.stage1_epochs, args.learning_rate, args, counter)
     if fine_tune:
-        top.trainable = True
-        freeze_batch_norm(top)
-        features = keras.Input(fine.shape[1:])
-        stage2 = keras.Model(features, head([features, top(features)]))
-        data = batches((fine,), targets, args.batch_size, args.seed + 1)
+        for part in tuned:
+            part.trainable = True
+            freeze_batch_norm(part)
+        features = keras.Input(first.shape[1:])
+        stage2 = keras.Model(features, chain(tuned, head, features))
+        data = batches((first,), targets, args.batch_size, args.seed + 1)
     else:
-        stage2, data = head, batches((fine, coarse), targets, args.batch_size, args.seed + 1)
+        stage2, data = head, batches(head_maps, targets, args.batch_size, args.seed + 1)
     train_stage(run, f"{prefix}stage2", stage2, data, args.stage2_epochs,
                 args.finetune_learning_rate if fine_tune else args.learning_rate, args, counter)
-    bottom.trainable = top.trainable = head.trainable = True
-    return build_detector(bottom, top, head, args.tile)
+    for part in (bottom, *tuned, head):
+        part.trainable = True
+    return build_detector([bottom, *tuned], head, args.tile)
 
 
 # --- evaluation ---------------------------------------------------------------------------------
@@ -267,7 +304,7 @@ def train_on(splits, state: dict[str, np.ndarray], args: argparse.Namespace, set
                                       seed=args.seed)
         targets = encode_all(boxes, args.tile)
         print(f"{len(tiles)} training tiles (with flips and recoloured copies), {sum(len(b) for b in boxes)} boxes")
-        cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        cache: dict[str, list[np.ndarray]] = {}
         counter = EpochCounter()
         detector = train_variant(run, "", tiles, targets, state, args, fine_tune=True, cache=cache, counter=counter)
         def score(model: keras.Model) -> dict[str, Any]:
@@ -287,7 +324,8 @@ def train_on(splits, state: dict[str, np.ndarray], args: argparse.Namespace, set
         return run.publish(
             detector, task="detect", input_shape=[args.tile, args.tile, 3], labels=[LABEL], test_metrics=metrics,
             preprocessing={"kind": "detection_tiles", "mean": 127.0, "scale": 128.0},
-            description="Tree crowns: EfficientNet-Lite0 (ImageNet, blocks 5-10 fine-tuned) with a CenterNet-style "
+            description=f"Tree crowns: EfficientNet-Lite0 (ImageNet, blocks {args.finetune_from_block}-10 fine-tuned) "
+                        "with a CenterNet-style "
                         f"head at stride 8 on images enlarged x{args.upscale:g}; NEON aerial images from deepforest.",
             extra={"detection": fields},
         )
