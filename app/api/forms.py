@@ -63,25 +63,32 @@ def json_body_not_json(request: Request) -> str | None:
     sent = media_type(request)
     if sent == "application/json" or sent.endswith("+json"):
         return None
-    dependant = getattr(request.scope.get("route"), "dependant", None)
     if not any(isinstance(field.field_info, params.Body) and not isinstance(field.field_info, params.Form)
-               for field in getattr(dependant, "body_params", ())):
+               for field in body_fields(request)):
         return None
-    return f"{f'content type {sent!r}' if sent else 'no content type'}: send the body as application/json"
+    return f"{content_type_sent(request)}: send the body as application/json"
+
+
+def body_fields(request: Request) -> list:
+    """The body parameters of the route that matched, as FastAPI declared them."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    return list(getattr(dependant, "body_params", ()))
 
 
 def route_upload(request: Request) -> str | None:
     """The name of the route's file upload (its first `File()` parameter), if it has one."""
-    dependant = getattr(request.scope.get("route"), "dependant", None)
-    return next((field.alias for field in getattr(dependant, "body_params", ())
-                 if isinstance(field.field_info, params.File)), None)
+    return next((field.alias for field in body_fields(request) if isinstance(field.field_info, params.File)), None)
+
+
+def content_type_sent(request: Request) -> str:
+    """The content type the request named, as a 415's detail begins: "content type 'text/plain'"."""
+    sent = media_type(request)
+    return f"content type {sent!r}" if sent else "no content type"
 
 
 def not_multipart_detail(request: Request, upload: str) -> str:
     """The 415's detail, naming the content type sent (a urlencoded form cannot carry files either)."""
-    sent = media_type(request)
-    sent = f"content type {sent!r}" if sent else "no content type"
-    return f"{sent}: send multipart/form-data with the image(s) in the '{upload}' field"
+    return f"{content_type_sent(request)}: send multipart/form-data with the image(s) in the '{upload}' field"
 
 
 def text_not_file(field: str) -> str:

@@ -6,7 +6,7 @@ import re
 import unicodedata
 
 # A phone's apostrophe (U+2019), the modifier letter apostrophe and the opening quote read as "'".
-APOSTROPHES = ("\u2019", "\u02bc", "\u2018")
+APOSTROPHES = str.maketrans(dict.fromkeys("\u2019\u02bc\u2018", "'"))
 
 
 def combining_marks(planes: tuple[int, ...]) -> str:
@@ -41,7 +41,5 @@ def tokenize(text: str) -> list[str]:
     "i̇stanbul", not the corpus's "istanbul"), so that dot is dropped; composing (NFC) turns a
     decomposed accent into its letter ("cafe" + U+0301 is "café"); a mark with no composed form
     stays in its word ("q" + U+0301 is not "q"). Curly apostrophes are the ASCII one ("don’t")."""
-    text = text.lower().replace("i\u0307", "i")
-    for apostrophe in APOSTROPHES:
-        text = text.replace(apostrophe, "'")
+    text = text.lower().replace("i\u0307", "i").translate(APOSTROPHES)
     return WORD.findall(unicodedata.normalize("NFC", text))
